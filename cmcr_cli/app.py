@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cmcr_cli import prepare
+from cmcr_cli import prepare, recipe
 
 app = typer.Typer(
     name="cmcr",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(prepare.app, name="prepare")
+app.add_typer(recipe.app, name="recipe")
 
 
 def main() -> None:

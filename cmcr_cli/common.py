@@ -1,0 +1,30 @@
+"""Small helpers shared by the CLI commands: clean failures and recipe loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+err_console = Console(stderr=True, soft_wrap=True)
+console = Console()
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one clear error line and exit with `code` (no traceback for user errors)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_recipe_or_fail(path: Path | None, sets: list[str] | None, kind_name: str = "pretrain"):
+    """Resolve a recipe for the CLI; a RecipeError becomes a one-line error and exit code 2."""
+    from cmcr_core import config
+    from cmcr_core.recipes import RecipeError
+
+    kinds = {"pretrain": config.PretrainRecipe}
+    try:
+        return config.load_recipe(path, sets or [], kind=kinds[kind_name])
+    except RecipeError as exc:
+        fail(str(exc))
