@@ -1,0 +1,169 @@
+"""The typed pretraining batch and its collation (reference METHODS.md §2, "collated batch per GPU").
+
+Every sample contributes its voxels, its cameras and its pairings; `collate` offsets voxel indices, image
+indices and superpixel ids so that they are unique in the batch. Images stay uint8 until they are on the
+device (normalising there avoids the reference loader's float64 copies, defect D17).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class SampleTensors:
+    """One augmented, voxelised sample, as produced by the pretraining dataset.
+
+    coords:          (V, 3) int32 voxel coordinates (no batch column yet).
+    feats:           (V, C) float32 voxel features.
+    points:          (N, 4) float32 augmented points (x, y, z, intensity), every point of the sweep.
+    point_to_voxel:  (N,) int64 voxel of every point (the inverse map).
+    images:          (K, 3, h, w) uint8 camera crops (K cameras).
+    pairings:        (P, 4) int64 [voxel_index, camera_index, row, col] in crop pixels.
+    superpixels:     (K, h, w) int64 ids or None.
+    token:           sample token.
+    extras:          method-specific tensors (e.g. occupancy queries), collated by concatenation.
+    """
+
+    coords: torch.Tensor
+    feats: torch.Tensor
+    points: torch.Tensor
+    point_to_voxel: torch.Tensor
+    images: torch.Tensor
+    pairings: torch.Tensor
+    superpixels: torch.Tensor | None
+    token: str
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """B samples collated for one training step.
+
+    coords:           (ΣV, 4) int32 [batch_index, c0, c1, c2] voxel coordinates.
+    feats:            (ΣV, C) float32 voxel features.
+    images:           (ΣK, 3, h, w) uint8 camera crops; image i belongs to sample `image_batch[i]`.
+    image_batch:      (ΣK,) int64 sample index of every image.
+    pairing_points:   (P,) int64 global voxel index of every pair.
+    pairing_images:   (P, 3) int64 [global image index, row, col].
+    batch_n_pairings: (B,) int64 pairs per sample.
+    points:           (ΣN, 4) float32 augmented points of every sample.
+    point_batch:      (ΣN,) int64 sample index of every point.
+    point_to_voxel:   (ΣN,) int64 global voxel index of every point.
+    superpixels:      (ΣK, h, w) int64 ids unique in the batch, or None.
+    tokens:           sample tokens.
+    extras:           method-specific tensors, concatenated over samples (plus `<name>_batch` indices).
+    """
+
+    coords: torch.Tensor
+    feats: torch.Tensor
+    images: torch.Tensor
+    image_batch: torch.Tensor
+    pairing_points: torch.Tensor
+    pairing_images: torch.Tensor
+    batch_n_pairings: torch.Tensor
+    points: torch.Tensor
+    point_batch: torch.Tensor
+    point_to_voxel: torch.Tensor
+    superpixels: torch.Tensor | None
+    tokens: tuple[str, ...]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.tokens)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """A copy with every tensor on `device`."""
+
+        def move(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.to(device, non_blocking=non_blocking)
+            if isinstance(value, dict):
+                return {k: move(v) for k, v in value.items()}
+            return value
+
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copy for faster host-to-GPU transfers (called by the DataLoader)."""
+
+        def pin(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.pin_memory()
+            if isinstance(value, dict):
+                return {k: pin(v) for k, v in value.items()}
+            return value
+
+        return replace(self, **{f.name: pin(getattr(self, f.name)) for f in fields(self)})
+
+
+def offset_superpixels(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Make superpixel ids unique across images by cumulative offsets from each image's real maximum.
+
+    The reference offsets image i by 150·i although SLIC can return ids ≥ 150 (defect D14); here image i
+    starts where image i − 1's largest id ends.
+    """
+    out, offset = [], 0
+    for spx in maps:
+        out.append(spx + offset)
+        if spx.numel():
+            offset += int(spx.max()) + 1
+    return torch.stack(out) if out else torch.zeros((0, 0, 0), dtype=torch.int64)
+
+
+def collate(samples: list[SampleTensors]) -> Batch:
+    """Collate samples into a `Batch` (any batch size ≥ 1)."""
+    if not samples:
+        raise ValueError("collate needs at least one sample")
+    coords, pair_points, pair_images, n_pairs, point_batch, point_voxel, image_batch = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
+    voxel_offset = image_offset = 0
+    for b, s in enumerate(samples):
+        n_voxels, n_images = len(s.coords), len(s.images)
+        coords.append(torch.cat([torch.full((n_voxels, 1), b, dtype=torch.int32), s.coords.int()], 1))
+        pair_points.append(s.pairings[:, 0] + voxel_offset)
+        pair_images.append(
+            torch.stack([s.pairings[:, 1] + image_offset, s.pairings[:, 2], s.pairings[:, 3]], 1)
+        )
+        n_pairs.append(len(s.pairings))
+        point_batch.append(torch.full((len(s.points),), b, dtype=torch.int64))
+        point_voxel.append(s.point_to_voxel + voxel_offset)
+        image_batch.append(torch.full((n_images,), b, dtype=torch.int64))
+        voxel_offset += n_voxels
+        image_offset += n_images
+    has_spx = [s.superpixels is not None for s in samples]
+    if any(has_spx) and not all(has_spx):
+        raise ValueError("either every sample of a batch has superpixels or none has")
+    extras: dict[str, torch.Tensor] = {}
+    for name in samples[0].extras:
+        parts = [s.extras[name] for s in samples]
+        extras[name] = torch.cat(parts)
+        extras[f"{name}_batch"] = torch.cat(
+            [torch.full((len(p),), b, dtype=torch.int64) for b, p in enumerate(parts)]
+        )
+    return Batch(
+        coords=torch.cat(coords),
+        feats=torch.cat([s.feats for s in samples]),
+        images=torch.cat([s.images for s in samples]),
+        image_batch=torch.cat(image_batch),
+        pairing_points=torch.cat(pair_points).long(),
+        pairing_images=torch.cat(pair_images).long(),
+        batch_n_pairings=torch.tensor(n_pairs, dtype=torch.int64),
+        points=torch.cat([s.points for s in samples]),
+        point_batch=torch.cat(point_batch),
+        point_to_voxel=torch.cat(point_voxel).long(),
+        superpixels=offset_superpixels([m for s in samples for m in s.superpixels]) if all(has_spx) else None,
+        tokens=tuple(s.token for s in samples),
+        extras=extras,
+    )
