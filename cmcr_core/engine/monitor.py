@@ -1,0 +1,115 @@
+"""Training metrics: a JSON-lines log and a live display that degrades to log lines without a TTY.
+
+``metrics.jsonl`` holds one JSON object per logged step: ``step``, ``epoch``, ``lr``, every loss term,
+``total``, ``time`` (seconds of training so far, across resumes), ``samples_per_s``, ``grad_norm`` (with
+clipping) and the method's extra metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+__all__ = ["MetricsLog", "ProgressDisplay", "format_duration", "read_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` (or ``--:--`` when unknown)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "--:--"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` file."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+class MetricsLog:
+    """Append-only JSON-lines writer. ``keep_until_step`` drops records of a previous run beyond the step
+    it resumes from (they were logged after its last checkpoint and will be logged again)."""
+
+    def __init__(self, path: str | Path, keep_until_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_until_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        elif self.path.exists():
+            self.path.unlink()
+        self._handle: TextIO = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        # Flushed per record so a crash loses nothing that was logged.
+        self._handle.write(json.dumps(dict(record)) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _loss_text(values: Mapping[str, float], limit: int = 6) -> str:
+    return "  ".join(f"{k} {v:.4g}" for k, v in list(values.items())[:limit])
+
+
+class ProgressDisplay:
+    """Live progress (losses, it/s, ETA). A rich bar on a terminal, else a log line every ``every`` steps;
+    nothing at all when ``enabled`` is False (ranks other than 0)."""
+
+    def __init__(self, start_step: int, end_step: int, enabled: bool = True, every: int = 10,
+                 use_rich: bool | None = None, console: Any = None) -> None:
+        self.start_step, self.end_step, self.every = start_step, end_step, max(1, every)
+        self.enabled = enabled
+        self.use_rich = enabled and (sys.stderr.isatty() if use_rich is None else use_rich)
+        self._started = time.perf_counter()
+        self._console = console  # a rich Console; None → rich's default (stderr)
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.use_rich:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} it/s"), TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+                console=self._console, transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(
+                "train", total=self.end_step, completed=self.start_step, rate="-", losses=""
+            )
+        self._started = time.perf_counter()
+        return self
+
+    def update(self, step: int, values: Mapping[str, float]) -> None:
+        """Report that ``step`` steps are done; ``values`` are the losses to show."""
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self._started
+        done = step - self.start_step
+        rate = done / elapsed if elapsed > 0 else float("nan")
+        eta = (self.end_step - step) / rate if rate > 0 else float("nan")
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, rate=f"{rate:.2f}", losses=_loss_text(values))
+        elif done % self.every == 0 or step == self.end_step:
+            logger.info("step %d/%d | %s | %.2f it/s | eta %s", step, self.end_step, _loss_text(values), rate,
+                        format_duration(eta))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()

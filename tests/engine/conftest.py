@@ -1,0 +1,9 @@
+"""Engine tests: single-threaded torch, and this folder importable (toy method/data in engine_toys.py)."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).parent))
