@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cmcr_cli import prepare, recipe
+from cmcr_cli import prepare, pretrain, recipe
 
 app = typer.Typer(
     name="cmcr",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(prepare.app, name="prepare")
 app.add_typer(recipe.app, name="recipe")
+app.command("pretrain")(pretrain.pretrain)
 
 
 def main() -> None:

@@ -28,3 +28,15 @@ def load_recipe_or_fail(path: Path | None, sets: list[str] | None, kind_name: st
         return config.load_recipe(path, sets or [], kind=kinds[kind_name])
     except RecipeError as exc:
         fail(str(exc))
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Route the core's `logging` records through rich (once)."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        root.addHandler(RichHandler(console=err_console, show_path=False, rich_tracebacks=False))
+    root.setLevel(level)

@@ -81,6 +81,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     schedule: Literal["cosine", "constant"] = "cosine"
+    per_epoch: bool = False  # step the schedule once per epoch (SLidR) instead of every step
     warmup_steps: int = 0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
 

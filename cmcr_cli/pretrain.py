@@ -1,0 +1,45 @@
+"""`cmcr pretrain`: train a 3D student from a frozen 2D teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cmcr_cli.common import console, fail, load_recipe_or_fail, setup_logging
+
+
+def pretrain(
+    recipe: Path = typer.Option(..., "--recipe", "-r", help="YAML recipe, e.g. recipes/nuscenes.yaml."),
+    data: Path = typer.Option(None, "--data", help="Prepared folder (sets data.path)."),
+    out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<recipe name>)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override one key: section.key=value (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit."),
+) -> None:
+    """Pretrain a MinkUNet student (PPKT, SLidR, ...) as the recipe says. Works under torchrun."""
+    sets = list(set_ or [])
+    if data is not None:
+        sets.append(f"data.path={data}")
+    resolved = load_recipe_or_fail(recipe, sets)
+    from cmcr_core import recipes
+
+    if dry_run:
+        typer.echo(recipes.dump(resolved), nl=False)
+        return
+    setup_logging()
+    from cmcr_core.engine.loop import NonFiniteLossError
+    from cmcr_core.pretrain import run_pretraining
+
+    out = out or Path("runs") / resolved.name
+    try:
+        run = run_pretraining(resolved, out, resume=resume)
+    except NonFiniteLossError as exc:
+        fail(str(exc), code=3)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        fail(str(exc))
+    last = run.result.records[-1] if run.result.records else {}
+    console.print(
+        f"[green]done[/]: step {run.result.position.step}, total loss {last.get('total', float('nan')):.4f}; "
+        f"run folder {run.out_dir} (checkpoint.pt, metrics.jsonl, recipe.yaml)"
+    )
