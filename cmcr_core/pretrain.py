@@ -7,7 +7,7 @@ The run folder holds `recipe.yaml` (the fully resolved recipe), `metrics.jsonl` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from cmcr_core.data.batch import Batch, collate
 from cmcr_core.data.pretrain_dataset import PairedSource, PipelineSettings, PretrainDataset
 from cmcr_core.engine import distributed
 from cmcr_core.engine.loop import TrainResult, TrainSettings, train
+from cmcr_core.engine.method import Method
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
 from cmcr_core.methods.build import build_method
 
@@ -121,8 +122,12 @@ def run_pretraining(
     resume: bool = False,
     stop_at: int | None = None,
     source: Sequence[PairedSource] | None = None,
+    step_callback: Callable[[int, Method], None] | None = None,
 ) -> PretrainRun:
-    """Pretrain `recipe.method` on `recipe.data` into `out_dir` (single process or one torchrun rank)."""
+    """Pretrain `recipe.method` on `recipe.data` into `out_dir` (single process or one torchrun rank).
+
+    `source` replaces the prepared split (tests); `step_callback(step, method)` runs after every step.
+    """
     out_dir = Path(out_dir)
     check_run_folder(recipe, out_dir, resume)
     ctx = distributed.init_distributed(resolve_device(recipe.train.device))
@@ -170,6 +175,7 @@ def run_pretraining(
             resume=resume,
             stop_at=stop_at,
             context=ctx,
+            step_callback=step_callback,
         )
         return PretrainRun(out_dir, result, steps_per_epoch)
     finally:
