@@ -1,0 +1,52 @@
+"""Similarity loss against a naive loop and analytic values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cmcr_core.losses.similarity import similarity_loss
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_matches_naive_loop():
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(25, 6, generator=g, dtype=torch.float64)
+    q = torch.randn(25, 6, generator=g, dtype=torch.float64)
+    expected = sum(
+        1.0 - float(a @ b) / math.sqrt(float(a @ a) * float(b @ b)) for a, b in zip(k, q, strict=True)
+    )
+    assert float(similarity_loss(k, q)) == pytest.approx(expected / 25, rel=1e-12)
+
+
+def test_analytic_values():
+    eye = torch.eye(4, dtype=torch.float64)
+    assert float(similarity_loss(eye, eye)) == pytest.approx(0.0, abs=1e-15)
+    assert float(similarity_loss(-eye, eye)) == pytest.approx(2.0)
+    assert float(similarity_loss(eye.roll(1, dims=1), eye)) == pytest.approx(1.0)  # orthogonal pairs
+    # Positive row scales do not matter after normalisation.
+    scales = torch.tensor([[0.5], [2.0], [7.0], [1e-3]], dtype=torch.float64)
+    assert float(similarity_loss(eye * scales, eye)) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_teacher_is_detached_and_student_gets_gradient():
+    g = torch.Generator().manual_seed(1)
+    k = torch.randn(8, 3, generator=g, requires_grad=True)
+    q = torch.randn(8, 3, generator=g, requires_grad=True)
+    similarity_loss(k, q).backward()
+    assert q.grad is None
+    assert k.grad is not None and float(k.grad.abs().sum()) > 0
+
+
+def test_shape_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="same shape"):
+        similarity_loss(torch.zeros(3, 4), torch.zeros(3, 5))
