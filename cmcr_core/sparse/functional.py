@@ -1,0 +1,213 @@
+"""Sparse convolution as gather -> GEMM -> scatter, with a hand-written backward pass.
+
+For a kernel map (see `kernel_map.KernelMap`) and weights W (K, C_in, C_out):
+
+    forward      y[out_rows[p]] += x[in_rows[p]] @ W[k(p)]
+    grad input   dx[in_rows[p]] += dy[out_rows[p]] @ W[k(p)]^T     (the same pairs read backwards)
+    grad weight  dW[k]           = x[in_rows_k]^T @ dy[out_rows_k]
+
+The identity offset of submanifold maps (centre: every row with itself) is a plain matmul that initialises
+the output, so it never goes through a gather or a scatter.  The other offsets run in one of two ways:
+
+* CPU float32 (oneDNN GEMMs, `gemm.py`): offset by offset, in pieces of at most 8192 rows whose GEMM row
+  counts come from a fixed set (padded, so oneDNN reuses its compiled kernels): gather the piece into a
+  reused workspace, one GEMM, scatter the piece.  Workspaces stay in cache and are never reallocated
+  (fresh multi-MB buffers cost page faults on every call), as in MinkowskiEngine's CPU kernels.
+* otherwise (`torch.mm`: CUDA, float64): in chunks of consecutive offsets with at most `chunk_elements`
+  gathered values: one `index_select`, one `torch.mm(out=...)` per offset into a second workspace, one
+  `index_add_` per chunk.  On CUDA one chunk holds the whole map (one gather and one scatter per layer).
+
+Gathered values are never saved for the backward pass (recomputed there), so training memory is the layer
+inputs plus the maps, as in MinkowskiEngine.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import Tensor
+
+from cmcr_core.sparse import gemm
+from cmcr_core.sparse.kernel_map import KernelMap
+
+# Gathered values per chunk (rows * channels) on the torch.mm path: 2**20 floats = 4 MiB on CPU.
+CPU_CHUNK_ELEMENTS = 1 << 20
+CUDA_CHUNK_ELEMENTS = 1 << 62
+
+_local = threading.local()
+
+
+def _workspace(slot: int, rows: int, cols: int, like: Tensor) -> Tensor:
+    """A reusable (rows, cols) scratch matrix (per thread, device, dtype and slot); contents undefined."""
+    cache = getattr(_local, "buffers", None)
+    if cache is None:
+        cache = _local.buffers = {}
+    key = (slot, like.device, like.dtype)
+    need = rows * cols
+    buf = cache.get(key)
+    if buf is None or buf.numel() < need:
+        buf = torch.empty(need, dtype=like.dtype, device=like.device)
+        cache[key] = buf
+    return buf[:need].view(rows, cols)
+
+
+def _chunks(kmap: KernelMap, channels: int, device: torch.device) -> list[list[tuple[int, int, int]]]:
+    """Split the offset groups into chunks of at most `chunk_elements / channels` rows.
+
+    Each chunk is a list of (kernel index, start, end) pair ranges; consecutive ranges are contiguous, and
+    a group larger than the budget is split over several chunks.
+    """
+    budget = CUDA_CHUNK_ELEMENTS if device.type == "cuda" else CPU_CHUNK_ELEMENTS
+    max_rows = max(budget // max(channels, 1), 1)
+    chunks: list[list[tuple[int, int, int]]] = []
+    current: list[tuple[int, int, int]] = []
+    rows = 0
+    for g, k in enumerate(kmap.offsets):
+        a, b = kmap.bounds[g], kmap.bounds[g + 1]
+        while a < b:
+            take = min(b - a, max_rows - rows)
+            current.append((k, a, a + take))
+            rows += take
+            a += take
+            if rows == max_rows:
+                chunks.append(current)
+                current, rows = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _destination(n: int, c: int, like: Tensor, identity: Tensor | None, once: bool) -> Tensor:
+    if identity is not None:
+        return identity
+    if once:  # every destination row receives exactly one pair: written once, no zero fill
+        return torch.empty(n, c, dtype=like.dtype, device=like.device)
+    return torch.zeros(n, c, dtype=like.dtype, device=like.device)
+
+
+def _propagate(src: Tensor, weight: Tensor, kmap: KernelMap, backward: bool) -> Tensor:
+    """Apply the map forwards (x -> y with W) or backwards (dy -> dx with W^T).
+
+    Args:
+        src: (n_src, C_src) contiguous features on the source rows.
+        weight: (K, C_in, C_out).
+        backward: False: source = input rows, destination = output rows; True: the reverse, with W^T.
+    Returns:
+        (n_dst, C_dst) destination features.
+    """
+    if backward:
+        src_rows, dst_rows, n_dst, once = kmap.out_rows, kmap.in_rows, kmap.n_in, kmap.in_once
+        weights = weight.transpose(1, 2)
+    else:
+        src_rows, dst_rows, n_dst, once = kmap.in_rows, kmap.out_rows, kmap.n_out, kmap.out_once
+        weights = weight
+    c_src, c_dst = weights.shape[1], weights.shape[2]
+    onednn = gemm.use_onednn(src)
+    identity = None
+    if kmap.identity is not None:
+        identity = gemm.matmul(src, weights[kmap.identity], onednn)
+    out = _destination(n_dst, c_dst, src, identity, once)
+    scatter = out.index_copy_ if once and identity is None else out.index_add_
+    if onednn:
+        full = _workspace(0, max(gemm.ROW_SIZES), c_src, src)
+        for k, in_rows, out_rows, rows, call_rows in kmap.pieces(gemm.padded_pieces):
+            src_piece, dst_piece = (out_rows, in_rows) if backward else (in_rows, out_rows)
+            buf = full[:call_rows]  # rows past `rows` hold stale values: their results are cut off
+            torch.index_select(src, 0, src_piece, out=buf[:rows])
+            scatter(0, dst_piece, gemm.linear(buf, weights[k])[:rows])
+        return out
+    for chunk in _chunks(kmap, max(c_src, c_dst), src.device):
+        a0, a1 = chunk[0][1], chunk[-1][2]
+        gathered = _workspace(0, a1 - a0, c_src, src)
+        torch.index_select(src, 0, src_rows[a0:a1], out=gathered)
+        products = _workspace(1, a1 - a0, c_dst, src)
+        for k, a, b in chunk:
+            torch.mm(gathered[a - a0:b - a0], weights[k], out=products[a - a0:b - a0])
+        scatter(0, dst_rows[a0:a1], products)
+    return out
+
+
+def _backward(x: Tensor, dy: Tensor, weight: Tensor, kmap: KernelMap, need_x: bool, need_w: bool
+              ) -> tuple[Tensor | None, Tensor | None]:
+    """(dx (n_in, C_in) or None, dW (K, C_in, C_out) or None); dy is gathered once for both."""
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    onednn = gemm.use_onednn(dy)
+    grad_w = torch.zeros_like(weight) if need_w else None
+    grad_x = identity = None
+    if kmap.identity is not None:
+        if need_x:
+            identity = gemm.matmul(dy, weight[kmap.identity].t(), onednn)
+        if need_w:
+            gemm.add_tn(grad_w[kmap.identity], x, dy, onednn)
+    if need_x:
+        grad_x = _destination(kmap.n_in, c_in, dy, identity, kmap.in_once)
+        scatter = grad_x.index_copy_ if kmap.in_once and identity is None else grad_x.index_add_
+    if onednn:
+        full_y = _workspace(0, max(gemm.ROW_SIZES), c_out, dy)
+        full_x = _workspace(1, max(gemm.ROW_SIZES), c_in, dy)
+        for k, in_rows, out_rows, rows, call_rows in kmap.pieces(gemm.padded_pieces):
+            gy = full_y[:call_rows]
+            torch.index_select(dy, 0, out_rows, out=gy[:rows])
+            if need_w:
+                gx = full_x[:call_rows]
+                torch.index_select(x, 0, in_rows, out=gx[:rows])
+                if call_rows > rows:  # the reduction runs over the padding rows: make them zero
+                    gx[rows:].zero_()
+                    gy[rows:].zero_()
+                grad_w[k].add_(gemm.linear(gx.t(), gy))
+            if need_x:
+                scatter(0, in_rows, gemm.linear(gy, weight[k].t())[:rows])
+        return grad_x, grad_w
+    for chunk in _chunks(kmap, max(c_in, c_out), dy.device):
+        a0, a1 = chunk[0][1], chunk[-1][2]
+        gy = _workspace(0, a1 - a0, c_out, dy)
+        torch.index_select(dy, 0, kmap.out_rows[a0:a1], out=gy)
+        if need_w:
+            gx = _workspace(1, a1 - a0, c_in, dy)
+            torch.index_select(x, 0, kmap.in_rows[a0:a1], out=gx)
+            for k, a, b in chunk:
+                grad_w[k].addmm_(gx[a - a0:b - a0].t(), gy[a - a0:b - a0])
+        if need_x:
+            products = _workspace(2, a1 - a0, c_in, dy)
+            for k, a, b in chunk:
+                torch.mm(gy[a - a0:b - a0], weight[k].t(), out=products[a - a0:b - a0])
+            scatter(0, kmap.in_rows[a0:a1], products)
+    return grad_x, grad_w
+
+
+class _SparseConvolution(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+        features = features.contiguous()
+        ctx.kmap = kmap
+        ctx.save_for_backward(features, weight)
+        return _propagate(features, weight, kmap, backward=False)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        features, weight = ctx.saved_tensors
+        grad_x, grad_w = _backward(features, grad_out.contiguous(), weight, ctx.kmap,
+                                   ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return grad_x, grad_w, None
+
+
+def sparse_conv(features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+    """y = conv(features) over `kmap`.
+
+    Args:
+        features: (n_in, C_in) float tensor on the input set's rows.
+        weight: (K, C_in, C_out), K = kmap.kernel_volume, MinkowskiEngine offset order.
+        kmap: kernel map from a `CoordinateManager`.
+    Returns:
+        (n_out, C_out) features on the output set's rows.
+    """
+    if features.dim() != 2 or features.shape[0] != kmap.n_in:
+        raise ValueError(f"features: expected ({kmap.n_in}, C_in) rows of the input set, got "
+                         f"{tuple(features.shape)}")
+    if weight.dim() != 3 or weight.shape[0] != kmap.kernel_volume or weight.shape[1] != features.shape[1]:
+        raise ValueError(f"weight: expected ({kmap.kernel_volume}, {features.shape[1]}, C_out), got "
+                         f"{tuple(weight.shape)}")
+    if weight.dtype != features.dtype:
+        raise ValueError(f"weight dtype {weight.dtype} differs from features dtype {features.dtype}")
+    return _SparseConvolution.apply(features, weight, kmap)

@@ -1,0 +1,60 @@
+"""The CPU float32 GEMM path (oneDNN pieces with padded row counts) against the float64 torch.mm path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dense_oracle import random_coords
+
+from cmcr_core.sparse import SparseConv3d, SparseConvTranspose3d, SparseTensor, gemm
+
+
+@pytest.mark.parametrize("m", [1, 31, 32, 33, 100, 257, 1000, 5000, 8192, 8193, 20000])
+def test_row_pieces_cover_exactly(m: int) -> None:
+    padded = gemm.padded_pieces(m)
+    assert sum(rows for _, rows, _ in padded) == m
+    assert [start for start, _, _ in padded] == [sum(r for _, r, _ in padded[:i]) for i in range(len(padded))]
+    for _, rows, call_rows in padded:
+        assert call_rows in gemm.ROW_SIZES and rows <= call_rows
+        assert call_rows - rows <= max(31, min(0.15 * rows, gemm.MAX_PAD_ROWS))
+    exact = gemm.exact_pieces(m)
+    assert sum(rows for _, rows in exact) == m
+    assert all(rows in gemm.ROW_SIZES for _, rows in exact[:-1])
+    assert exact[-1][1] in gemm.ROW_SIZES or exact[-1][1] < gemm.ROW_SIZES[0]
+
+
+def _grads(layer: torch.nn.Module, x: SparseTensor, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    feats = x.features.detach().clone().requires_grad_(True)
+    y = layer(x.replace(feats))
+    (y.features * r.to(y.features.dtype)).sum().backward()
+    return y.features.detach(), feats.grad, layer.kernel.grad
+
+
+@pytest.mark.parametrize("backend", ["onednn", "torch"])
+@pytest.mark.parametrize("kind", ["sub3", "down2", "up2"])
+def test_float32_path_matches_float64(backend: str, kind: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    coords = random_coords(g, 2, 24, 0.3, origin=-12)  # ~8k voxels: offsets with 300..8k pairs
+    fine = SparseTensor(torch.randn(len(coords), 16, generator=g), coords)
+    if kind == "sub3":
+        x, layer = fine, SparseConv3d(16, 24, 3)
+    elif kind == "down2":
+        x, layer = fine, SparseConv3d(16, 24, 2, 2)
+    else:
+        _, coarse = fine.manager.strided_map(1, 2, 2)
+        feats = torch.randn(len(coarse), 16, generator=g)
+        x = SparseTensor(feats, manager=fine.manager, coordinate_set=coarse)
+        layer = SparseConvTranspose3d(16, 24, 2, 2)
+    _, coarse_set = fine.manager.strided_map(1, 2, 2)
+    gemm.set_cpu_gemm(backend)
+    try:
+        n_out = len(coarse_set) if kind == "down2" else len(coords)
+        r = torch.randn(n_out, 24, generator=g)
+        y32, gx32, gw32 = _grads(layer, x, r)
+        layer64 = layer.double()
+        layer64.kernel.grad = None
+        y64, gx64, gw64 = _grads(layer64, x.replace(x.features.double()), r)
+    finally:
+        gemm.set_cpu_gemm("onednn")
+    for a, b in ((y32, y64), (gx32, gx64), (gw32, gw64)):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
