@@ -1,8 +1,9 @@
 """Linear probe on frozen ReCon global features: briefly pretrained encoder vs random initialisation.
 
 Synthetic objects (8 parametric classes), stand-in teachers (a random tiny CNN on the rendered views for
-the image targets, fixed random unit vectors per class for the text targets), a minimal AdamW pretraining
-loop, then a logistic-regression probe on the SVM-protocol features (2C: max over the queries, max + mean
+the image targets, fixed random unit vectors per class for the text targets), AdamW pretraining
+through the shared engine (``cmcr_core.engine.train`` with ``recon_param_groups``), then a
+logistic-regression probe on the SVM-protocol features (2C: max over the queries, max + mean
 pool of the patch tokens) of FPS-sampled, un-augmented clouds. Everything on the CPU.
 
 Usage:
@@ -18,6 +19,7 @@ so ``rec+img+text`` sees class identity through its text teacher, as ReCon does 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import numpy as np
@@ -33,6 +35,7 @@ from cmcr_core.data.objects import (
     make_synthetic_objects,
     precompute_teacher_targets,
 )
+from cmcr_core.engine import OptimizerSettings, TrainSettings, train
 from cmcr_core.methods.recon import (
     RECON_PRESETS,
     ReConMethod,
@@ -53,30 +56,37 @@ VARIANTS = {
 def pretrain(
     method: ReConMethod, dataset: ObjectPointDataset, epochs: int, batch_size: int, lr: float, seed: int
 ) -> list[dict[str, float]]:
-    """Minimal AdamW loop (the shared engine does this for real runs); returns mean losses per epoch."""
-    optimizer = torch.optim.AdamW(recon_param_groups(method, lr, weight_decay=0.05), lr=lr)
-    loader_gen = torch.Generator().manual_seed(seed)
-    history = []
-    method.train()
-    for epoch in range(epochs):
+    """Pretrain with the shared engine (AdamW, reference param groups, constant lr); mean losses per epoch."""
+    steps_per_epoch = len(dataset) // batch_size
+
+    def batches(epoch: int, start: int):
         dataset.set_epoch(epoch)
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         loader = DataLoader(
             dataset,
             batch_size,
-            shuffle=True,
+            sampler=order[start * batch_size :].tolist(),
             drop_last=True,
             collate_fn=collate_objects,
-            generator=loader_gen,
         )
-        sums: dict[str, float] = {}
-        for batch in loader:
-            losses = method(batch)
-            optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            optimizer.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item() / len(loader)
-        history.append(sums)
+        return loader
+
+    settings = TrainSettings.for_epochs(
+        epochs,
+        steps_per_epoch,
+        optimizer=OptimizerSettings(name="adamw", lr=lr, weight_decay=0.05),
+        checkpoint_every=0,
+        log_every=1,
+        display_every=10**9,
+    )
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = train(method, batches, run_dir, settings, param_groups=recon_param_groups(method, lr, 0.05))
+    history = []
+    for epoch in range(epochs):
+        rows = [r for r in result.records if (r["step"] - 1) // steps_per_epoch == epoch]
+        history.append(
+            {k: sum(r[k] for r in rows) / len(rows) for k in ("rec", "img", "text") if k in rows[0]}
+        )
     return history
 
 

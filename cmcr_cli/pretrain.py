@@ -21,6 +21,11 @@ def pretrain(
     sets = list(set_ or [])
     if data is not None:
         sets.append(f"data.path={data}")
+    from cmcr_cli.objects import is_recon_recipe, pretrain_objects
+
+    if is_recon_recipe(recipe):  # ReCon on object point clouds: its own recipe schema and runner
+        pretrain_objects(recipe, sets, out, resume, dry_run)
+        return
     resolved = load_recipe_or_fail(recipe, sets)
     from cmcr_core import recipes
 

@@ -33,6 +33,8 @@ class DataConfig:
     min_pairs: int = 1024  # a crop is resampled until more pairs than this survive (or 75 % of them)
     batch_size: int = 4  # per process
     num_workers: int = 2  # data-loader worker processes per training process
+    # CMCR masked image modelling (METHODS.md §7.2): none, patch16_drop_pairs or pixel_keep_pairs
+    mim_mask: Literal["none", "patch16_drop_pairs", "pixel_keep_pairs"] = "none"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,33 @@ class LossConfig:
     superpixel_nce: float = 0.0  # superpixel-pooled InfoNCE (SLidR)
     temperature: float = 0.07
     num_matches: int = 4096
+    # CMCR terms (METHODS.md §7); off here, recipes/nuscenes.yaml sets the published weights.
+    orthogonality: float = 0.0  # CMCR 0.1 (the 1/64² is inside the loss)
+    commitment: float = 0.0  # CMCR 1: weight of both L_commit_P and L_commit_V
+    code_matching: float = 0.0  # CMCR 1: L_cmcm
+    mim: float = 0.0  # CMCR 1: masked image modelling
+    occupancy: float = 0.0  # CMCR 1: L_occ
+    intensity: float = 0.0  # CMCR 1: L_int
+    codebook_size: int = 400
+    codebook_decay: float = 0.999
+    codebook_eps: float = 1e-5  # Laplace smoothing of the EMA counts
+    commitment_beta: float = 0.25
+    code_matching_temperature: float = 1.0  # the reference's 1 makes L_cmcm ≈ log M (§7.8)
+    dead_code_reset: bool = False  # CMG's reset of codes unused for dead_code_steps steps (off in CMCR)
+    dead_code_steps: int = 300
+    occupancy_queries: int = 2048  # per sample: 684 in, 682 out, 682 far
+    occupancy_delta: float = 0.1  # metres behind / in front of the surface
+    occupancy_radius: float = 1.0  # neighbour search radius, metres
+    occupancy_max_neighbours: int = 32
+    shared_codebook_pairs: bool = False  # reuse the NCE pair sample for the codebook (reference: independent)
+    # Relational distillation (METHODS.md §8; methods relational/similarity/contrastive), on the same
+    # num_matches sampled pairs, in the teacher's own space (no decoder); contrastive uses `temperature`.
+    relational: float = 0.0  # L_rel = λ_cross·L_cross + λ_intra·L_intra
+    similarity: float = 0.0  # mean(1 − cos)
+    contrastive: float = 0.0  # one-directional InfoNCE, student anchor
+    lambda_cross: float = 1.0  # [assumed] 1 (paper silent)
+    lambda_intra: float = 1.0  # [assumed] 1 (paper silent)
+    relational_block_size: int = 0  # 0 = dense N×N; > 0 = row blocks of this size (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -118,3 +147,266 @@ def load_recipe(
 ) -> R:
     """Resolve a recipe file plus `--set` overrides into a frozen `kind` (raises `RecipeError`)."""
     return recipes.load(kind, path, sets)
+
+
+@dataclass(frozen=True)
+class TruthDataConfig:
+    """Camera images and truth maps of a synthetic world, for training the 2D semantic teacher."""
+
+    world: str = ""  # `cmcr prepare synthetic` output; `--world` on the command line sets it
+    holdout_scenes: int = 1  # the last N scenes of the world are never trained on (held-out evaluation)
+    eval_worlds: tuple[str, ...] = ()  # other worlds (other seeds) evaluated after training
+    crop_size: tuple[int, int] = (192, 320)  # (height, width) of the random training crops
+    flip: bool = True  # random horizontal flips
+    batch_size: int = 8
+    num_workers: int = 1  # data-loader worker processes
+
+
+@dataclass(frozen=True)
+class SemanticNetConfig:
+    """The compact stride-8 network (`cmcr_core.models.semantic_teacher.CompactSemanticNet`)."""
+
+    widths: tuple[int, int, int, int] = (32, 64, 96, 128)  # stem, stage 1, stage 2, context (= out channels)
+    context_dilations: tuple[int, ...] = (2, 4)
+
+
+@dataclass(frozen=True)
+class TeacherLossConfig:
+    """Per-pixel cross-entropy over the 16 coarse classes (truth "ignore" pixels are skipped)."""
+
+    cross_entropy: float = 1.0
+    label_smoothing: float = 0.0
+    # "inverse_sqrt": class k weighs (pixel frequency of k in the training truth)^-1/2, scaled so the
+    # average labelled pixel weighs 1; lifts the rare classes (cones, bicycles) off zero IoU.
+    class_weighting: Literal["none", "inverse_sqrt"] = "none"
+
+
+@dataclass(frozen=True)
+class TeacherTrainRecipe:
+    """Training the offline semantic teacher: `cmcr teacher train --recipe R --world DIR`.
+
+    `optim` and `train` reuse the pretraining sections, whose code defaults are the pretraining ones
+    (SGD, lr 0.5, 50 epochs): a teacher recipe sets them (recipes/semantic_teacher_synthetic.yaml).
+    """
+
+    name: str = "semantic_teacher_synthetic"
+    data: TruthDataConfig = field(default_factory=TruthDataConfig)
+    model: SemanticNetConfig = field(default_factory=SemanticNetConfig)
+    loss: TeacherLossConfig = field(default_factory=TeacherLossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --- downstream semantic segmentation: `cmcr finetune` / `cmcr probe` (PROTOCOLS.md §8-§10) -----------
+
+
+@dataclass(frozen=True)
+class FinetuneDataConfig:
+    """Labelled data of a downstream run, its label fraction and voxelisation.
+
+    Defaults: nuScenes 1 % fine-tuning, cylindrical 0.1 voxels, raw intensity (SLidR/PPKT input).
+    `fraction_skips` is the skip of each label fraction (0.01, 0.05, 0.1, 0.25, 1.0): nuScenes keeps every
+    skip-th train scene in scene.json order, SemanticKITTI every skip-th train scan (PROTOCOLS.md §8.1, §9).
+    """
+
+    dataset: Literal["nuscenes", "semantickitti"] = "nuscenes"
+    path: str = ""  # prepared folder; `--data` sets it
+    train_split: str = "train"
+    val_split: str = "val"  # evaluation always uses the whole split (defect D2)
+    label_fraction: float = 0.01
+    fraction_skips: tuple[int, int, int, int, int] = (100, 20, 10, 4, 1)
+    voxel_size: float = 0.1
+    cylindrical: bool = True
+    intensity_scale: float = 1.0  # feature = intensity * scale + offset (CMCR: 1/255; KITTI: 1, offset 1)
+    intensity_offset: float = 0.0
+    cloud_transforms: tuple[str, ...] = ("rotation", "flip_axis")
+    batch_size: int = 16
+    eval_batch_size: int = 4
+    num_workers: int = 4
+
+
+@dataclass(frozen=True)
+class FinetuneModelConfig:
+    """MinkUNet34C trunk of the downstream network (the head is sized by the dataset's classes)."""
+
+    planes: tuple[int, ...] = (32, 64, 128, 256, 256, 128, 96, 96)
+    layers: tuple[int, ...] = (2, 3, 4, 6, 2, 2, 2, 2)
+    init_dim: int = 32
+    in_channels: int = 1
+    bn_momentum: float = 0.02  # downstream configs of the references (METHODS.md §3.3)
+    block_bn_momentum: float = 0.1
+
+
+@dataclass(frozen=True)
+class FinetuneLossConfig:
+    """Cross-entropy + Lovász-softmax on labelled voxels (a term is on when its weight is > 0)."""
+
+    cross_entropy: float = 1.0
+    lovasz: float = 1.0
+
+
+@dataclass(frozen=True)
+class FinetuneOptimConfig:
+    """SGD with a separate head learning rate and a per-epoch cosine schedule (PROTOCOLS.md §8.3-§8.4).
+
+    `lr_scratch` / `lr_head_scratch` replace `lr` / `lr_head` when fine-tuning from random initialisation
+    (SLidR issue #11: 0.05, no separate head lr); probing always uses `lr` / `lr_head`.
+    `lr_head: null` = the head uses `lr`.
+    """
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.02
+    lr_head: float | None = 2.0
+    lr_scratch: float = 0.05
+    lr_head_scratch: float | None = None
+    momentum: float = 0.9
+    dampening: float = 0.1
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
+    per_epoch: bool = True
+
+
+@dataclass(frozen=True)
+class FinetuneTrainConfig:
+    """Protocol (fine-tuning or linear probing), length, seed, checkpoints."""
+
+    mode: Literal["finetune", "probe"] = "finetune"
+    epochs: int = 100
+    max_steps: int = 0  # > 0 stops after this many steps whatever the epochs say
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """A downstream segmentation run: `cmcr finetune --recipe R` or `cmcr probe --recipe R`."""
+
+    name: str = "finetune_nuscenes"
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
+    loss: FinetuneLossConfig = field(default_factory=FinetuneLossConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+
+
+# --- ReCon on object point clouds: `cmcr pretrain` / `cmcr finetune` / `cmcr probe` (METHODS.md §11,
+# PROTOCOLS.md §14) -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectDataConfig:
+    """Object point clouds in one of the real layouts (`cmcr_core.data.objects` readers).
+
+    `train_split` / `test_split`: ShapeNet-55 takes train, test or whole (= test + train, pretraining);
+    the other layouts take train or test. `targets` is the teacher-target file of `cmcr prepare objects`
+    (needed when an img/text loss is on). Sampling: random (pretraining), fps_random (fine-tuning, FPS to
+    `fps_pool` then a random subset), fps (evaluation).
+    """
+
+    dataset: Literal["shapenet55", "scanobjectnn", "modelnet_resampled", "modelnet_h5"] = "shapenet55"
+    path: str = ""  # layout root; `--data` sets it
+    variant: Literal["obj_bg", "obj_only", "hardest"] = "obj_bg"  # ScanObjectNN only
+    train_split: str = "whole"
+    test_split: str = "test"
+    targets: str = ""
+    num_points: int = 1024
+    sampling: Literal["random", "fps", "fps_random", "first"] = "random"
+    fps_pool: int = 0  # 0 = 1200 for 1024 points, 2400 for 2048 (reference), else num_points * 1.2
+    augmentation: Literal["none", "rotate_y", "scale_translate"] = "rotate_y"
+    batch_size: int = 128
+    eval_batch_size: int = 64
+    num_workers: int = 4
+
+
+@dataclass(frozen=True)
+class ReconModelConfig:
+    """Point-transformer sizes: a `RECON_PRESETS` entry, optionally with its own G and K (0 = preset's)."""
+
+    preset: Literal["ci", "ci64", "tiny", "small", "base"] = "base"
+    num_groups: int = 0
+    group_size: int = 0
+    drop_path_rate: float = 0.1  # pretraining 0.1; fine-tuning 0.2
+    mask_ratio: float = 0.6
+    mask_type: Literal["rand", "block"] = "rand"
+    img_dim: int = 768  # ViT-B/16 in21k pre-logits
+    text_dim: int = 512  # CLIP text
+    head: Literal["mlp3", "linear"] = "mlp3"  # classification head (fine-tuning)
+
+
+@dataclass(frozen=True)
+class ReconLossConfig:
+    """ReCon loss weights (a term is on when its weight is > 0); published 1, 1, 1, 0."""
+
+    rec: float = 1.0
+    img: float = 1.0
+    text: float = 1.0
+    smc: float = 0.0
+    rec_loss: Literal["cdl2", "cdl1"] = "cdl2"
+    regression: Literal["smooth_l1", "mse", "l1", "cosine"] = "smooth_l1"
+    smc_temperature: float = 0.1
+    label_smoothing: float = 0.0  # fine-tuning cross-entropy
+
+
+@dataclass(frozen=True)
+class ReconOptimConfig:
+    """AdamW with the reference parameter groups (`recon_param_groups`) and an epoch-counted schedule.
+
+    The cosine runs per step from `warmup_start_lr` (linear warmup over `warmup_epochs`) down to `min_lr`.
+    `cls_lr_scale` multiplies the lr of parameters whose name contains `cls` (fine-tuning: 10).
+    """
+
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = 10
+    warmup_start_lr: float = 1e-6
+    min_lr: float = 1e-6
+    grad_clip: float = 0.0  # fine-tuning: 10
+    cls_lr_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class ReconRecipe:
+    """ReCon pretraining: `cmcr pretrain --recipe R` with `method: recon`."""
+
+    name: str = "recon_shapenet"
+    method: Literal["recon"] = "recon"
+    data: ObjectDataConfig = field(default_factory=ObjectDataConfig)
+    model: ReconModelConfig = field(default_factory=ReconModelConfig)
+    loss: ReconLossConfig = field(default_factory=ReconLossConfig)
+    optim: ReconOptimConfig = field(default_factory=ReconOptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class ObjectEvalConfig:
+    """Evaluation of a classifier: voting (mean over votes, not the max) and the linear probe."""
+
+    num_votes: int = 10
+    num_subsets: int = 10  # random FPS subsets averaged inside one vote
+    vote_augmentation: Literal["none", "rotate_y", "scale_translate"] = "none"
+    # > 0: before evaluating a fine-tuned model, re-estimate its batch-norm statistics (cumulative average)
+    # over this many passes of the training set (training sampling/augmentation, no gradients). Off in the
+    # reference; short CPU runs need it because the running statistics lag the fast-moving weights.
+    recalibrate_bn: int = 0
+    probe_features: Literal["svm", "finetune"] = "svm"
+    probe_epochs: int = 300
+    probe_lr: float = 0.1
+    probe_weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ObjectClassifyRecipe:
+    """Object classification: `cmcr finetune` / `cmcr probe` with `task: classification`."""
+
+    name: str = "recon_finetune_scanobjectnn"
+    task: Literal["classification"] = "classification"
+    data: ObjectDataConfig = field(default_factory=ObjectDataConfig)
+    model: ReconModelConfig = field(default_factory=ReconModelConfig)
+    loss: ReconLossConfig = field(default_factory=ReconLossConfig)
+    optim: ReconOptimConfig = field(default_factory=ReconOptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: ObjectEvalConfig = field(default_factory=ObjectEvalConfig)
