@@ -1,0 +1,250 @@
+"""Relational, similarity and contrastive distillation (METHODS.md §8): a student in the teacher's space.
+
+One module serves the three methods; the recipe decides which losses are on (a loss is on when its weight
+is > 0: ``loss.relational``, ``loss.similarity``, ``loss.contrastive``), all computed on the same M =
+``loss.num_matches`` point–pixel pairs drawn uniformly without replacement from the batch's pairings
+(METHODS §8.1 default [assumed]: N = 4096 single point–pixel pairs).
+
+**No trainable image decoder** (decision; the paper does not say). The student must land in the
+teacher's own space: for CLIP that space is shared with the text encoder, which is what makes zero-shot
+segmentation possible (the student's head size must equal the CLIP embedding size, METHODS §8.1), and the
+offline semantic teacher's class prototypes live in its encoder space too. A trainable decoder on the
+teacher side would move that space, and with the similarity loss (no negatives) it could collapse both
+sides to one constant vector at zero loss. So the teacher's feature map is used as it comes: bilinear
+interpolation at each paired pixel (identical to upsampling the map to the image with
+``align_corners=True`` and reading the pixel, as the PPKT/SLidR decoders and the semantic teacher's
+prototypes do), then L2 normalisation. Only the student is trained. The ``teacher.decoder`` preset only
+chooses the ResNet encoder's dilation (``dilation`` → stride 4); ``teacher.out_channels`` is not used.
+
+Loss values are computed in float32 with autocast off (N×N similarity matrices lose too much in bf16).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cmcr_core.config import PretrainRecipe, TeacherConfig
+from cmcr_core.data.batch import Batch
+from cmcr_core.engine.method import Method
+from cmcr_core.losses.contrastive_distill import contrastive_distill_loss
+from cmcr_core.losses.point_info_nce import sample_pairs
+from cmcr_core.losses.relational import relational_loss
+from cmcr_core.losses.similarity import similarity_loss
+from cmcr_core.models.minkunet import MinkUNet34C
+from cmcr_core.models.teacher import FrozenTeacher
+from cmcr_core.sparse import SparseTensor
+
+__all__ = [
+    "FEATURE_DISTILLATION_METHODS",
+    "FeatureSpaceDistillation",
+    "bilinear_pixel_features",
+    "build_feature_distillation",
+    "build_teacher_from_config",
+]
+
+FEATURE_DISTILLATION_METHODS: tuple[str, ...] = ("relational", "similarity", "contrastive")
+
+
+def bilinear_pixel_features(maps: Tensor, pairing_images: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Teacher vectors at image pixels, read from a low-resolution map by bilinear interpolation.
+
+    Equal to ``F.interpolate(maps, image_size, mode="bilinear", align_corners=True)[img, :, row, col]``
+    without materialising the full-resolution maps: pixel (r, c) of an H×W image sits at
+    (r·(h − 1)/(H − 1), c·(w − 1)/(W − 1)) of the h×w map.
+
+    Args:
+        maps: (I, D, h, w) feature maps.
+        pairing_images: (P, 3) int64 [image index, row, col] in image pixels.
+        image_size: (H, W) of the images the pairs refer to.
+
+    Returns:
+        (P, D) features in the dtype of ``maps``.
+    """
+    if maps.dim() != 4 or pairing_images.dim() != 2 or pairing_images.shape[1] != 3:
+        raise ValueError(
+            f"expected maps (I, D, h, w) and pairing_images (P, 3); got {tuple(maps.shape)} and "
+            f"{tuple(pairing_images.shape)}"
+        )
+    (height, width), (h, w) = image_size, maps.shape[-2:]
+    image, row, col = pairing_images.unbind(1)
+
+    def axis(coord: Tensor, size: int, low_res: int) -> tuple[Tensor, Tensor, Tensor]:
+        scale = (low_res - 1) / (size - 1) if size > 1 else 0.0
+        pos = coord.to(maps.dtype) * scale
+        lo = pos.floor().long().clamp(0, low_res - 1)
+        hi = (lo + 1).clamp(max=low_res - 1)
+        return lo, hi, (pos - lo.to(maps.dtype)).unsqueeze(1)
+
+    y0, y1, wy = axis(row, height, h)
+    x0, x1, wx = axis(col, width, w)
+    top = maps[image, :, y0, x0] * (1 - wx) + maps[image, :, y0, x1] * wx
+    bottom = maps[image, :, y1, x0] * (1 - wx) + maps[image, :, y1, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+class FeatureSpaceDistillation(Method):
+    """Student MinkUNet distilled into a frozen teacher's feature space (no decoder).
+
+    Args:
+        student: 3D network with L2-normalised (V, D) output, D = ``teacher.out_channels``.
+        teacher: frozen image encoder, (I, 3, H, W) in [0, 1] → (I, D, h, w).
+        relational_weight, similarity_weight, contrastive_weight: loss weights (0 = off).
+        num_matches: M pairs sampled per step (all pairs when fewer exist).
+        temperature: τ of the contrastive loss.
+        lambda_cross, lambda_intra: weights inside the relational loss.
+        relational_block_size: None = dense N×N matrices; an int = row blocks (bounded memory).
+        seed: seed of the pair-sampling generator (checkpointed through ``generators()``).
+    """
+
+    def __init__(
+        self,
+        student: MinkUNet34C,
+        teacher: FrozenTeacher,
+        relational_weight: float = 0.0,
+        similarity_weight: float = 0.0,
+        contrastive_weight: float = 0.0,
+        num_matches: int = 4096,
+        temperature: float = 0.07,
+        lambda_cross: float = 1.0,
+        lambda_intra: float = 1.0,
+        relational_block_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        weights = {"relational": relational_weight, "similarity": similarity_weight,
+                   "contrastive": contrastive_weight}
+        if all(w <= 0 for w in weights.values()):
+            raise ValueError(
+                "every loss weight is 0: set loss.relational, loss.similarity or loss.contrastive > 0"
+            )
+        if num_matches < 2:
+            raise ValueError(f"loss.num_matches must be >= 2 (relational needs pairs), got {num_matches}")
+        self.student = student
+        self.teacher = teacher
+        self.weights = weights
+        self.num_matches = num_matches
+        self.temperature = temperature
+        self.lambda_cross, self.lambda_intra = lambda_cross, lambda_intra
+        self.relational_block_size = relational_block_size
+        self.seed = seed
+        self.pair_generator = torch.Generator().manual_seed(seed)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> FeatureSpaceDistillation:
+        # Pairs are sampled on the features' device; the generator follows the module. Moving happens
+        # before training starts, hence re-seeding loses nothing.
+        result = super()._apply(fn, recurse)
+        device = self.student.final.bias.device
+        if self.pair_generator.device != device:
+            self.pair_generator = torch.Generator(device=device).manual_seed(self.seed)
+        return result
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """Named random generators to checkpoint with the run (exact resume)."""
+        return {"pairs": self.pair_generator}
+
+    def student_features(self, batch: Batch) -> Tensor:
+        """(V, D) unit-norm voxel features of the student."""
+        return self.student(SparseTensor(batch.feats, batch.coords)).features
+
+    def teacher_maps(self, images: Tensor) -> Tensor:
+        """(I, 3, H, W) uint8 images → (I, D, h, w) frozen teacher maps (no gradient)."""
+        return self.teacher(images.float().div(255.0))
+
+    def paired_teacher_features(self, images: Tensor, pairing_images: Tensor) -> Tensor:
+        """(P, D) unit-norm teacher features at the paired pixels [image, row, col] of uint8 ``images``."""
+        maps = self.teacher_maps(images)
+        return F.normalize(bilinear_pixel_features(maps, pairing_images, tuple(images.shape[-2:])), dim=1)
+
+    def teacher_features(self, batch: Batch) -> Tensor:
+        """(I, D, H, W) unit-norm teacher features at every pixel (full-resolution maps; for analysis)."""
+        maps = self.teacher_maps(batch.images)
+        size = tuple(batch.images.shape[-2:])
+        return F.normalize(F.interpolate(maps, size=size, mode="bilinear", align_corners=True), dim=1)
+
+    def forward(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        points = self.student_features(batch)
+        chosen = sample_pairs(batch.pairing_points.shape[0], self.num_matches, points.device,
+                              self.pair_generator)
+        if chosen.numel() < 2:
+            raise ValueError(f"batch {batch.tokens}: {chosen.numel()} point–pixel pairs; at least 2 needed")
+        pixels = self.paired_teacher_features(batch.images, batch.pairing_images[chosen])
+        anchors = points[batch.pairing_points[chosen]]
+        losses: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
+        with torch.autocast(device_type=points.device.type, enabled=False):
+            k, q = anchors.float(), pixels.float()
+            if self.weights["relational"] > 0:
+                terms = relational_loss(k, q, self.lambda_cross, self.lambda_intra,
+                                        block_size=self.relational_block_size)
+                losses["relational"] = self.weights["relational"] * terms["loss"]
+                metrics.update({name: terms[name].detach() for name in
+                                ("l_cross_diag", "l_cross_offdiag", "l_intra")})
+            if self.weights["similarity"] > 0:
+                losses["similarity"] = self.weights["similarity"] * similarity_loss(k, q)
+            if self.weights["contrastive"] > 0:
+                losses["contrastive"] = self.weights["contrastive"] * contrastive_distill_loss(
+                    k, q, temperature=self.temperature)
+            metrics["pair_cosine"] = (F.normalize(k, dim=1) * q).sum(dim=1).mean().detach()
+        return losses, metrics
+
+    def handoff(self) -> dict[str, Any]:
+        """The student's weights and the teacher's description, read by finetune/probe/analyze/zeroshot."""
+        return {"student": self.student.state_dict(), "teacher": self.teacher.info.to_dict()}
+
+
+def build_teacher_from_config(cfg: TeacherConfig) -> FrozenTeacher:
+    """The recipe's frozen teacher: a transformers CLIP/DINOv2 directory, or any cmcr/ResNet teacher."""
+    if cfg.arch.startswith("hf_"):
+        from cmcr_core.models.hf_teachers import HF_TEACHER_ARCHS, load_hf_teacher
+
+        if cfg.arch not in HF_TEACHER_ARCHS:
+            raise ValueError(
+                f"teacher.arch {cfg.arch!r} is unknown; transformers teachers: {sorted(HF_TEACHER_ARCHS)}"
+            )
+        return load_hf_teacher(cfg.arch, cfg.weights)
+    from cmcr_core.methods.build import build_frozen_teacher
+
+    return build_frozen_teacher(cfg)
+
+
+def build_feature_distillation(recipe: PretrainRecipe) -> FeatureSpaceDistillation:
+    """relational / similarity / contrastive: the same module, losses switched by their weights."""
+    from cmcr_core.methods.build import build_student
+
+    loss = recipe.loss
+    if recipe.method in FEATURE_DISTILLATION_METHODS and getattr(loss, recipe.method) <= 0:
+        raise ValueError(
+            f"method {recipe.method!r} needs loss.{recipe.method} > 0 (it is {getattr(loss, recipe.method)})"
+        )
+    if loss.point_nce > 0 or loss.superpixel_nce > 0:
+        raise ValueError(
+            f"method {recipe.method!r} distils in the teacher's space with loss.relational/similarity/"
+            f"contrastive; set loss.point_nce and loss.superpixel_nce to 0 (they are {loss.point_nce} and "
+            f"{loss.superpixel_nce}; PPKT's decoder-based InfoNCE is method 'ppkt')"
+        )
+    teacher = build_teacher_from_config(recipe.teacher)
+    if recipe.student.out_channels != teacher.out_channels:
+        raise ValueError(
+            f"student.out_channels ({recipe.student.out_channels}) must equal the {teacher.info.arch} "
+            f"teacher's feature size ({teacher.out_channels}): method {recipe.method!r} has no decoder, so "
+            "the student's head outputs the teacher's (for CLIP: the image–text) space"
+        )
+    if not recipe.student.normalize:
+        raise ValueError("student.normalize must be true: the losses compare unit vectors")
+    return FeatureSpaceDistillation(
+        student=build_student(recipe.student),
+        teacher=teacher,
+        relational_weight=loss.relational,
+        similarity_weight=loss.similarity,
+        contrastive_weight=loss.contrastive,
+        num_matches=loss.num_matches,
+        temperature=loss.temperature,
+        lambda_cross=loss.lambda_cross,
+        lambda_intra=loss.lambda_intra,
+        relational_block_size=loss.relational_block_size or None,
+        seed=recipe.train.seed,
+    )
