@@ -2,6 +2,7 @@
 
 from cmcr_core.sparse.coords import kernel_offsets, pack_keys, unpack_keys
 from cmcr_core.sparse.functional import sparse_conv
+from cmcr_core.sparse.gemm import set_cpu_gemm
 from cmcr_core.sparse.kernel_map import KernelMap
 from cmcr_core.sparse.manager import CoordinateManager, CoordinateSet
 from cmcr_core.sparse.nn import (
@@ -31,6 +32,7 @@ __all__ = [
     "global_pool",
     "kernel_offsets",
     "pack_keys",
+    "set_cpu_gemm",
     "slice_to_points",
     "sparse_conv",
     "unpack_keys",

@@ -31,8 +31,8 @@ from torch import Tensor
 from cmcr_core.sparse import gemm
 from cmcr_core.sparse.kernel_map import KernelMap
 
-# Gathered values per chunk (rows * channels) on the torch.mm path: 2**20 floats = 4 MiB on CPU.
-CPU_CHUNK_ELEMENTS = 1 << 20
+# Gathered values per chunk (rows * channels) on the torch.mm path: 2**18 floats = 1 MiB on CPU.
+CPU_CHUNK_ELEMENTS = 1 << 18
 CUDA_CHUNK_ELEMENTS = 1 << 62
 
 _local = threading.local()
@@ -79,6 +79,8 @@ def _chunks(kmap: KernelMap, channels: int, device: torch.device) -> list[list[t
 
 
 def _destination(n: int, c: int, like: Tensor, identity: Tensor | None, once: bool) -> Tensor:
+    """The (n, c) output to scatter into: the identity offset's product if any, else zeros (or an
+    uninitialised tensor when every row will be written exactly once)."""
     if identity is not None:
         return identity
     if once:  # every destination row receives exactly one pair: written once, no zero fill
@@ -86,45 +88,31 @@ def _destination(n: int, c: int, like: Tensor, identity: Tensor | None, once: bo
     return torch.zeros(n, c, dtype=like.dtype, device=like.device)
 
 
-def _propagate(src: Tensor, weight: Tensor, kmap: KernelMap, backward: bool) -> Tensor:
-    """Apply the map forwards (x -> y with W) or backwards (dy -> dx with W^T).
-
-    Args:
-        src: (n_src, C_src) contiguous features on the source rows.
-        weight: (K, C_in, C_out).
-        backward: False: source = input rows, destination = output rows; True: the reverse, with W^T.
-    Returns:
-        (n_dst, C_dst) destination features.
-    """
-    if backward:
-        src_rows, dst_rows, n_dst, once = kmap.out_rows, kmap.in_rows, kmap.n_in, kmap.in_once
-        weights = weight.transpose(1, 2)
-    else:
-        src_rows, dst_rows, n_dst, once = kmap.in_rows, kmap.out_rows, kmap.n_out, kmap.out_once
-        weights = weight
-    c_src, c_dst = weights.shape[1], weights.shape[2]
-    onednn = gemm.use_onednn(src)
+def _forward(x: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+    """y (n_out, C_out) = conv(x) for contiguous x (n_in, C_in) and weight (K, C_in, C_out)."""
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    onednn = gemm.use_onednn(x, c_in, c_out)
     identity = None
     if kmap.identity is not None:
-        identity = gemm.matmul(src, weights[kmap.identity], onednn)
-    out = _destination(n_dst, c_dst, src, identity, once)
-    scatter = out.index_copy_ if once and identity is None else out.index_add_
+        identity = gemm.matmul(x, weight[kmap.identity], onednn)
+    out = _destination(kmap.n_out, c_out, x, identity, kmap.out_once)
+    scatter = out.index_copy_ if kmap.out_once and identity is None else out.index_add_
     if onednn:
-        full = _workspace(0, max(gemm.ROW_SIZES), c_src, src)
+        full = _workspace(0, max(gemm.ROW_SIZES), c_in, x)
+        w_t = weight.transpose(1, 2).unbind(0)  # (C_out, C_in) views: oneDNN's weight argument
         for k, in_rows, out_rows, rows, call_rows in kmap.pieces(gemm.padded_pieces):
-            src_piece, dst_piece = (out_rows, in_rows) if backward else (in_rows, out_rows)
             buf = full[:call_rows]  # rows past `rows` hold stale values: their results are cut off
-            torch.index_select(src, 0, src_piece, out=buf[:rows])
-            scatter(0, dst_piece, gemm.linear(buf, weights[k])[:rows])
+            torch.index_select(x, 0, in_rows, out=buf[:rows])
+            scatter(0, out_rows, gemm.linear_t(buf, w_t[k])[:rows])
         return out
-    for chunk in _chunks(kmap, max(c_src, c_dst), src.device):
+    for chunk in _chunks(kmap, max(c_in, c_out), x.device):
         a0, a1 = chunk[0][1], chunk[-1][2]
-        gathered = _workspace(0, a1 - a0, c_src, src)
-        torch.index_select(src, 0, src_rows[a0:a1], out=gathered)
-        products = _workspace(1, a1 - a0, c_dst, src)
+        gathered = _workspace(0, a1 - a0, c_in, x)
+        torch.index_select(x, 0, kmap.in_rows[a0:a1], out=gathered)
+        products = _workspace(1, a1 - a0, c_out, x)
         for k, a, b in chunk:
-            torch.mm(gathered[a - a0:b - a0], weights[k], out=products[a - a0:b - a0])
-        scatter(0, dst_rows[a0:a1], products)
+            torch.mm(gathered[a - a0:b - a0], weight[k], out=products[a - a0:b - a0])
+        scatter(0, kmap.out_rows[a0:a1], products)
     return out
 
 
@@ -132,7 +120,7 @@ def _backward(x: Tensor, dy: Tensor, weight: Tensor, kmap: KernelMap, need_x: bo
               ) -> tuple[Tensor | None, Tensor | None]:
     """(dx (n_in, C_in) or None, dW (K, C_in, C_out) or None); dy is gathered once for both."""
     c_in, c_out = weight.shape[1], weight.shape[2]
-    onednn = gemm.use_onednn(dy)
+    onednn = gemm.use_onednn(dy, c_in, c_out)
     grad_w = torch.zeros_like(weight) if need_w else None
     grad_x = identity = None
     if kmap.identity is not None:
@@ -146,6 +134,8 @@ def _backward(x: Tensor, dy: Tensor, weight: Tensor, kmap: KernelMap, need_x: bo
     if onednn:
         full_y = _workspace(0, max(gemm.ROW_SIZES), c_out, dy)
         full_x = _workspace(1, max(gemm.ROW_SIZES), c_in, dy)
+        w = weight.unbind(0)  # (C_in, C_out) = the weight argument of dy @ W^T
+        dw = grad_w.unbind(0) if need_w else ()
         for k, in_rows, out_rows, rows, call_rows in kmap.pieces(gemm.padded_pieces):
             gy = full_y[:call_rows]
             torch.index_select(dy, 0, out_rows, out=gy[:rows])
@@ -155,9 +145,9 @@ def _backward(x: Tensor, dy: Tensor, weight: Tensor, kmap: KernelMap, need_x: bo
                 if call_rows > rows:  # the reduction runs over the padding rows: make them zero
                     gx[rows:].zero_()
                     gy[rows:].zero_()
-                grad_w[k].add_(gemm.linear(gx.t(), gy))
+                dw[k].add_(gemm.linear_t(gx.t(), gy.t()))
             if need_x:
-                scatter(0, in_rows, gemm.linear(gy, weight[k].t())[:rows])
+                scatter(0, in_rows, gemm.linear_t(gy, w[k])[:rows])
         return grad_x, grad_w
     for chunk in _chunks(kmap, max(c_in, c_out), dy.device):
         a0, a1 = chunk[0][1], chunk[-1][2]
@@ -182,7 +172,7 @@ class _SparseConvolution(torch.autograd.Function):
         features = features.contiguous()
         ctx.kmap = kmap
         ctx.save_for_backward(features, weight)
-        return _propagate(features, weight, kmap, backward=False)
+        return _forward(features, weight, kmap)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:

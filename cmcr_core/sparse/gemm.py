@@ -3,11 +3,13 @@
 Why: `torch.mm` calls MKL, which runs its AVX2 code path on AMD CPUs, while oneDNN's fp32 matmul (reached
 through `torch.ops.mkldnn._linear_pointwise`, the op behind PyTorch's CPU inductor linear) picks AVX-512
 kernels from the CPU's features: 2.3x the rate on the 2-core AMD EPYC used for development
-(docs/sparse-engine.md).  oneDNN compiles one kernel ("primitive") per problem shape and caches 1024 of
-them; a kernel map has arbitrary row counts per offset, so rows are cut into pieces whose sizes come from
-the fixed set `ROW_SIZES` (at most 18 shapes per channel pair), padding the last piece of an offset by
-at most 15 % (or 31 rows); the caller gathers into a workspace of the padded size and drops the padded
-output rows (or zeroes the padding when the GEMM reduces over rows).
+(docs/sparse-engine.md).  oneDNN compiles one kernel ("primitive") per problem shape, ~0.7 ms and
+~0.65 MB each, and caches up to 1024 of them.  A kernel map has arbitrary row counts per offset, so rows
+are cut into pieces whose GEMM row counts come from the 7 powers of two in `ROW_SIZES`, padding the last
+piece of an offset by at most 15 % (or < 64 rows); the caller gathers into a workspace of the padded size
+and drops the padded output rows (or zeroes the padding when the GEMM reduces over rows).  Only layers
+with at least `ONEDNN_MIN_MACS` weights use oneDNN: the small ones carry ~5 % of MinkUNet34C's FLOPs but
+would add compiled kernels.  MinkUNet34C then needs ~110 kernels (~75 MB), a bounded, one-off cost.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-ROW_SIZES = (32, 64, 96, 128, 160, 192, 224, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+ROW_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 MAX_PAD_ROWS = 256
+ONEDNN_MIN_MACS = 96 * 96
 _PAD_FRACTION = 0.15
 
 _state: dict[str, bool] = {}
@@ -39,6 +42,11 @@ def linear(a: Tensor, b: Tensor) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
 
 
+def linear_t(a: Tensor, b_t: Tensor) -> Tensor:
+    """a (m, k) @ b_t.T for b_t (n, k): `linear` without the transpose (hot loop)."""
+    return torch.ops.mkldnn._linear_pointwise.default(a, b_t, None, "none", [], "")
+
+
 def _onednn_works() -> bool:
     """Probe once: the op exists and agrees with torch.mm on a small problem."""
     if "works" not in _state:
@@ -54,9 +62,11 @@ def _onednn_works() -> bool:
     return _state["works"]
 
 
-def use_onednn(like: Tensor) -> bool:
-    """Whether GEMMs on tensors like `like` go through oneDNN (CPU float32 and the probe passed)."""
-    if like.device.type != "cpu" or like.dtype != torch.float32:
+def use_onednn(like: Tensor, c_in: int, c_out: int) -> bool:
+    """Whether the GEMMs of a (c_in -> c_out) layer on tensors like `like` go through oneDNN: CPU float32,
+    at least `ONEDNN_MIN_MACS` weights (small layers carry few FLOPs but would add compiled kernels), and
+    the probe passed."""
+    if like.device.type != "cpu" or like.dtype != torch.float32 or c_in * c_out < ONEDNN_MIN_MACS:
         return False
     if "enabled" not in _state:
         _state["enabled"] = _onednn_works()

@@ -19,6 +19,7 @@ its output rows are exactly the cached finer coordinate set.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -55,7 +56,8 @@ class KernelMap:
     in_once: bool = False
     _pieces: list = field(default_factory=list, repr=False)
 
-    def pieces(self, split) -> list[tuple[int, Tensor, Tensor, int, int]]:
+    def pieces(self, split: Callable[[int], Sequence[tuple[int, int, int]]]
+               ) -> list[tuple[int, Tensor, Tensor, int, int]]:
         """(kernel index, in_rows slice, out_rows slice, rows, GEMM rows) of every GEMM piece.
 
         `split(m)` cuts a group of m pairs into (start, rows, GEMM rows) pieces (`gemm.padded_pieces`).

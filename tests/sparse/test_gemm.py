@@ -16,11 +16,12 @@ def test_row_pieces_cover_exactly(m: int) -> None:
     assert [start for start, _, _ in padded] == [sum(r for _, r, _ in padded[:i]) for i in range(len(padded))]
     for _, rows, call_rows in padded:
         assert call_rows in gemm.ROW_SIZES and rows <= call_rows
-        assert call_rows - rows <= max(31, min(0.15 * rows, gemm.MAX_PAD_ROWS))
+        assert call_rows - rows <= max(gemm.ROW_SIZES[0] - 1, min(0.15 * rows, gemm.MAX_PAD_ROWS))
     exact = gemm.exact_pieces(m)
     assert sum(rows for _, rows in exact) == m
     assert all(rows in gemm.ROW_SIZES for _, rows in exact[:-1])
     assert exact[-1][1] in gemm.ROW_SIZES or exact[-1][1] < gemm.ROW_SIZES[0]
+    assert len(padded) <= m // max(gemm.ROW_SIZES) + len(gemm.ROW_SIZES)
 
 
 def _grads(layer: torch.nn.Module, x: SparseTensor, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
