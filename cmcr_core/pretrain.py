@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from cmcr_core import recipes
 from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.batch import Batch, collate
-from cmcr_core.data.pretrain_dataset import PairedSource, PipelineSettings, PretrainDataset
+from cmcr_core.data.pretrain_dataset import ExtrasHook, PairedSource, PipelineSettings, PretrainDataset
 from cmcr_core.engine import distributed
 from cmcr_core.engine.loop import TrainResult, TrainSettings, train
 from cmcr_core.engine.method import Method
@@ -43,7 +43,18 @@ def pipeline_settings(recipe: PretrainRecipe) -> PipelineSettings:
         mixed_transforms=d.mixed_transforms,
         min_pairs=d.min_pairs,
         superpixels=recipe.loss.superpixel_nce > 0,
+        mim_mask=d.mim_mask,
     )
+
+
+def extras_hook(recipe: PretrainRecipe) -> ExtrasHook | None:
+    """Method-specific dataset extras: CMCR's occupancy queries when an occupancy/intensity loss is on."""
+    loss = recipe.loss
+    if loss.occupancy > 0 or loss.intensity > 0:
+        from cmcr_core.data.occupancy import OccupancyQueries
+
+        return OccupancyQueries(num_queries=loss.occupancy_queries, delta=loss.occupancy_delta)
+    return None
 
 
 def train_settings(recipe: PretrainRecipe, steps_per_epoch: int, device: torch.device) -> TrainSettings:
@@ -134,7 +145,9 @@ def run_pretraining(
     try:
         distributed.seed_process(recipe.train.seed, ctx.rank)
         source = open_source(recipe) if source is None else source
-        dataset = PretrainDataset(source, pipeline_settings(recipe), seed=recipe.train.seed)
+        dataset = PretrainDataset(
+            source, pipeline_settings(recipe), seed=recipe.train.seed, extras_hook=extras_hook(recipe)
+        )
         batch_size = recipe.data.batch_size
         sampler = distributed.ShardedSampler(
             len(dataset), ctx.rank, ctx.world_size, seed=recipe.train.seed, shuffle=True

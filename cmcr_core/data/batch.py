@@ -26,6 +26,7 @@ class SampleTensors:
     superpixels:     (K, h, w) int64 ids or None.
     token:           sample token.
     extras:          method-specific tensors (e.g. occupancy queries), collated by concatenation.
+    target_images:   (K, 3, h, w) uint8 unmasked crops when `images` were masked (CMCR MIM), else None.
     """
 
     coords: torch.Tensor
@@ -37,6 +38,7 @@ class SampleTensors:
     superpixels: torch.Tensor | None
     token: str
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    target_images: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Batch:
     superpixels:      (ΣK, h, w) int64 ids unique in the batch, or None.
     tokens:           sample tokens.
     extras:           method-specific tensors, concatenated over samples (plus `<name>_batch` indices).
+    target_images:    (ΣK, 3, h, w) uint8 unmasked crops (CMCR MIM target; `images` are then the masked
+                      network input), or None when nothing was masked.
     """
 
     coords: torch.Tensor
@@ -71,6 +75,7 @@ class Batch:
     superpixels: torch.Tensor | None
     tokens: tuple[str, ...]
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    target_images: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -145,6 +150,9 @@ def collate(samples: list[SampleTensors]) -> Batch:
     has_spx = [s.superpixels is not None for s in samples]
     if any(has_spx) and not all(has_spx):
         raise ValueError("either every sample of a batch has superpixels or none has")
+    has_target = [s.target_images is not None for s in samples]
+    if any(has_target) and not all(has_target):
+        raise ValueError("either every sample of a batch has MIM target images or none has")
     extras: dict[str, torch.Tensor] = {}
     for name in samples[0].extras:
         parts = [s.extras[name] for s in samples]
@@ -166,4 +174,5 @@ def collate(samples: list[SampleTensors]) -> Batch:
         superpixels=offset_superpixels([m for s in samples for m in s.superpixels]) if all(has_spx) else None,
         tokens=tuple(s.token for s in samples),
         extras=extras,
+        target_images=torch.cat([s.target_images for s in samples]) if all(has_target) else None,
     )

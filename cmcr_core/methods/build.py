@@ -10,7 +10,7 @@ from cmcr_core.engine.method import Method
 from cmcr_core.models.image_decoders import DECODER_PRESETS, build_image_decoder
 from cmcr_core.models.minkunet import MinkUNet34C
 from cmcr_core.models.resnet import RESNET_LAYOUTS
-from cmcr_core.models.teacher import FrozenTeacher, build_teacher, load_teacher
+from cmcr_core.models.teacher import TEACHER_FILE_FORMAT, FrozenTeacher, build_teacher, load_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,12 @@ def build_frozen_teacher(cfg: TeacherConfig) -> FrozenTeacher:
     if not cfg.weights:
         logger.warning("teacher.weights is empty: the %s teacher has RANDOM weights", cfg.arch)
         return build_teacher(cfg.arch, **overrides)
-    # `arch` names the expected architecture; a cmcr-teacher file carries its own.
-    teacher = load_teacher(cfg.weights, arch=cfg.arch if is_resnet else None, overrides=overrides or None)
+    # `arch` names the architecture expected of a third-party ResNet file; a cmcr-teacher file names its own
+    # (any registered arch, e.g. the synthetic semantic teacher), so the recipe's arch is not imposed on it.
+    teacher = load_teacher(cfg.weights, overrides=overrides or None)
+    third_party = teacher.info.checkpoint_format != TEACHER_FILE_FORMAT
+    if is_resnet and third_party and teacher.info.arch != cfg.arch:
+        raise ValueError(f"{cfg.weights} holds {teacher.info.arch} weights, but teacher.arch is {cfg.arch!r}")
     if any(dilation) and not is_resnet:
         raise ValueError(f"teacher.decoder 'dilation' needs a ResNet teacher, got {teacher.info.arch!r}")
     return teacher
@@ -74,10 +78,28 @@ def build_distillation(recipe: PretrainRecipe) -> Method:
     )
 
 
+def build_feature_space_distillation(recipe: PretrainRecipe) -> Method:
+    """relational / similarity / contrastive (METHODS.md §8): no decoder, losses switched by their weights."""
+    from cmcr_core.methods.relational import build_feature_distillation
+
+    return build_feature_distillation(recipe)
+
+
+def build_cmcr_method(recipe: PretrainRecipe) -> Method:
+    """CMCR (imported here: cmcr_core.methods.cmcr builds its student and teacher with this module)."""
+    from cmcr_core.methods.cmcr import build_cmcr
+
+    return build_cmcr(recipe)
+
+
 # method name -> builder; later methods register here.
 METHOD_BUILDERS: dict[str, Callable[[PretrainRecipe], Method]] = {
     "ppkt": build_distillation,
     "slidr": build_distillation,
+    "relational": build_feature_space_distillation,
+    "similarity": build_feature_space_distillation,
+    "contrastive": build_feature_space_distillation,
+    "cmcr": build_cmcr_method,
 }
 
 

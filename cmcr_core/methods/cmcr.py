@@ -1,0 +1,325 @@
+"""CMCR: contrastive distillation + unified codebook + geometry-enhanced reconstruction (METHODS.md §7).
+
+Wiring of one step (§7.13), every loss on when its weight is > 0::
+
+    h  = trunk(voxels);  F = l2n(final(h));  G = final_class_level(h)          (V, 64) each, G raw
+    E  = frozen encoder(images);  Fi = decoder(E) (unit);  Gi = decoder2(E) (raw)   (I, 64, H, W)
+    L_nce    = PointInfoNCE over sample 1 of M pairs
+    L_orth   = ‖Fᵀ l2n(G)‖_F / 64²
+    P, Vf    = F, Fi at sample 2 (independent by default)   kP, kV = nearest codes on the step's codebook
+    L_commit_P, L_commit_V, L_cmcm from P, Vf and the codebook
+    L_mim    = mse(MIMDecoder(Gi + STE(q(Fi))), unmasked image)
+    L_occ, L_int over (query, neighbour) pairs: MLP([Z[voxel(j)], x_q − p_j]) with Z = G + STE(q(F))
+    EMA update of the codebook from (P, Vf, kP, kV), averaged over ranks, then renormalised
+
+The codebook is snapshotted at the start of the step: every assignment, quantisation and the CMCM soft
+assignments use that snapshot, so the in-place EMA update cannot disturb autograd and the looked-up
+codewords are the pre-update ones (§7.7, [assumed]). The gradient flow is the table of §7.12 (tested in
+tests/cmcr/test_gradient_flow.py). Modules of losses that are off are not built, so every parameter of
+the method receives a gradient and DDP needs no ``find_unused_parameters`` (defect D12).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cmcr_core.config import PretrainRecipe
+from cmcr_core.data.batch import Batch
+from cmcr_core.data.occupancy import QUERY_INTENSITY, QUERY_OCCUPANCY, radius_neighbours
+from cmcr_core.engine.method import Method
+from cmcr_core.losses.cmcm import code_matching_loss
+from cmcr_core.losses.codebook import UnifiedCodebook
+from cmcr_core.losses.commitment import commitment_losses
+from cmcr_core.losses.occupancy import occupancy_losses
+from cmcr_core.losses.orthogonality import orthogonality_loss
+from cmcr_core.losses.point_info_nce import gather_pixel_features, info_nce, sample_pairs
+from cmcr_core.models.cmcr_heads import MIMDecoder, OccupancyMLP
+from cmcr_core.models.image_decoders import PixelDecoder, build_image_decoder
+from cmcr_core.models.minkunet import MinkUNet34C
+from cmcr_core.models.teacher import FrozenTeacher
+from cmcr_core.sparse import SparseConv3d, SparseTensor
+
+__all__ = ["CMCR", "OCCUPANCY_EXTRAS", "build_cmcr"]
+
+logger = logging.getLogger(__name__)
+
+# Batch.extras key written by cmcr_core.data.occupancy.OccupancyQueries.
+OCCUPANCY_EXTRAS = "occupancy_queries"
+
+
+class CMCR(Method):
+    """The CMCR pretraining method.
+
+    Args:
+        student: MinkUNet34C; its ``final`` head gives F (normalised here), its trunk ``out_b`` feeds the
+            second head ``final_class_level`` (96 -> 64, bias, raw) that gives G.
+        teacher: frozen image encoder.
+        decoder: F²ᴰ decoder (unit-norm output, ``ppkt`` preset).
+        codebook: the unified codebook (dimension = embedding size).
+        specific_decoder: G²ᴰ decoder (``cmcr_specific`` preset); required when ``mim_weight`` > 0.
+        mim_decoder: ``MIMDecoder``; required when ``mim_weight`` > 0.
+        occupancy_mlp: ``OccupancyMLP``; required when an occupancy or intensity weight is > 0.
+        point_nce_weight ... intensity_weight: loss weights (0 = off); the published values are 1 except
+            ``orthogonality_weight`` = 0.1.
+        num_matches: M, pairs of each sample (2048 in CMCR).
+        temperature: τ of PointInfoNCE.
+        commitment_beta: β of the commitment losses.
+        code_matching_temperature: τ of the CMCM soft assignments (1 in the reference).
+        occupancy_radius, occupancy_max_neighbours: neighbour search of the occupancy queries.
+        shared_codebook_pairs: reuse the NCE pair sample for the codebook (reference: independent).
+        seed: seed of the pair generators (``generators()``).
+    """
+
+    def __init__(
+        self,
+        student: MinkUNet34C,
+        teacher: FrozenTeacher,
+        decoder: PixelDecoder,
+        codebook: UnifiedCodebook,
+        specific_decoder: PixelDecoder | None = None,
+        mim_decoder: MIMDecoder | None = None,
+        occupancy_mlp: OccupancyMLP | None = None,
+        point_nce_weight: float = 1.0,
+        orthogonality_weight: float = 0.1,
+        commitment_weight: float = 1.0,
+        code_matching_weight: float = 1.0,
+        mim_weight: float = 1.0,
+        occupancy_weight: float = 1.0,
+        intensity_weight: float = 1.0,
+        num_matches: int = 2048,
+        temperature: float = 0.07,
+        commitment_beta: float = 0.25,
+        code_matching_temperature: float = 1.0,
+        occupancy_radius: float = 1.0,
+        occupancy_max_neighbours: int = 32,
+        shared_codebook_pairs: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.weights = {
+            "point_nce": point_nce_weight, "orthogonality": orthogonality_weight,
+            "commitment": commitment_weight, "cmcm": code_matching_weight, "mim": mim_weight,
+            "occupancy": occupancy_weight, "intensity": intensity_weight,
+        }
+        negative = {name: w for name, w in self.weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"CMCR loss weights must be >= 0, got {negative}")
+        if not any(w > 0 for w in self.weights.values()):
+            raise ValueError("every CMCR loss weight is 0: set at least one loss weight > 0")
+        if num_matches < 1 or temperature <= 0:
+            raise ValueError(f"need num_matches >= 1 and temperature > 0, got {num_matches}, {temperature}")
+        needs = {"specific_decoder": (mim_weight > 0, specific_decoder),
+                 "mim_decoder": (mim_weight > 0, mim_decoder),
+                 "occupancy_mlp": (occupancy_weight > 0 or intensity_weight > 0, occupancy_mlp)}
+        missing = [name for name, (needed, module) in needs.items() if needed and module is None]
+        if missing:
+            raise ValueError(f"CMCR needs {missing} for the losses whose weights are > 0")
+        dim = codebook.dim
+        if student.final.out_channels != dim:
+            raise ValueError(f"student.out_channels ({student.final.out_channels}) must equal the codebook "
+                             f"dimension ({dim})")
+        self.student = student
+        self.teacher = teacher
+        self.decoder = decoder
+        self.codebook = codebook
+        # Modules of losses that are off are dropped: an unused parameter would stall DDP.
+        mim_on, occupancy_on = mim_weight > 0, occupancy_weight > 0 or intensity_weight > 0
+        self.specific_decoder = specific_decoder if mim_on else None
+        self.mim_decoder = mim_decoder if mim_on else None
+        self.occupancy_mlp = occupancy_mlp if occupancy_on else None
+        uses_specific_3d = orthogonality_weight > 0 or occupancy_on
+        # G³ᴰ head, raw: built only when a loss reads it.
+        self.final_class_level = None
+        if uses_specific_3d:
+            self.final_class_level = SparseConv3d(student.feature_channels, dim, kernel_size=1, bias=True)
+        self.num_matches = num_matches
+        self.temperature = temperature
+        self.commitment_beta = commitment_beta
+        self.code_matching_temperature = code_matching_temperature
+        self.occupancy_radius = occupancy_radius
+        self.occupancy_max_neighbours = occupancy_max_neighbours
+        self.shared_codebook_pairs = shared_codebook_pairs
+        self.seed = seed
+        self.pair_generator = torch.Generator().manual_seed(seed)
+        self.codebook_pair_generator = torch.Generator().manual_seed(seed + 1)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> CMCR:
+        # Pairs are sampled on the features' device (no host round trip, defect D11), so the generators
+        # follow the module; moving happens before training starts, hence re-seeding loses nothing.
+        result = super()._apply(fn, recurse)
+        device = self.student.final.bias.device
+        if self.pair_generator.device != device:
+            self.pair_generator = torch.Generator(device=device).manual_seed(self.seed)
+            self.codebook_pair_generator = torch.Generator(device=device).manual_seed(self.seed + 1)
+        return result
+
+    def handoff(self) -> dict[str, Any]:
+        """The student's weights (no codebook, no CMCR heads) and the teacher's description."""
+        return {"student": self.student.state_dict(), "teacher": self.teacher.info.to_dict()}
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """Named random generators to checkpoint with the run (exact resume)."""
+        return {"pairs": self.pair_generator, "codebook_pairs": self.codebook_pair_generator,
+                "codebook_reset": self.codebook.generator}
+
+    @property
+    def uses_codebook_pairs(self) -> bool:
+        """Whether the step draws the codebook's pair sample (it feeds the EMA update)."""
+        w = self.weights
+        return any(w[name] > 0 for name in ("commitment", "cmcm", "mim", "occupancy", "intensity"))
+
+    def forward(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        w = self.weights
+        trunk = self.student.forward_features(SparseTensor(batch.feats, batch.coords))
+        shared = F.normalize(self.student.final(trunk).features, dim=1, eps=1e-12)  # F³ᴰ
+        specific = None if self.final_class_level is None else self.final_class_level(trunk).features  # G³ᴰ
+        images = batch.images.float().div_(255.0)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        encoded = self.teacher(images)
+        pixels = self.decoder(encoded, output_size=size)  # F²ᴰ
+        table = self.codebook.embedding.clone()  # the step's starting codebook (see the module docstring)
+        num_pairs, device = batch.pairing_points.shape[0], shared.device
+        if num_pairs == 0:
+            raise ValueError(f"batch {batch.tokens} has no point-pixel pairs")
+        losses: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
+        mim_on, occupancy_on = w["mim"] > 0, w["occupancy"] > 0 or w["intensity"] > 0
+        # Every voxel / pixel is assigned once per step; the pair sample reuses those codes.
+        voxel_codes = self.codebook.nearest(shared, table) if occupancy_on else None  # (V,)
+        pixel_codes_map = self.codebook.nearest_map(pixels, table) if mim_on else None  # (I, H, W)
+
+        first = None
+        if w["point_nce"] > 0 or self.shared_codebook_pairs:
+            first = sample_pairs(num_pairs, self.num_matches, device, self.pair_generator)
+        if w["point_nce"] > 0:
+            anchors = shared[batch.pairing_points[first]]
+            candidates = gather_pixel_features(pixels, batch.pairing_images[first])
+            losses["point_nce"] = w["point_nce"] * info_nce(anchors, candidates, self.temperature)
+        if w["orthogonality"] > 0:
+            losses["orthogonality"] = w["orthogonality"] * orthogonality_loss(shared, specific)
+
+        update = None
+        if self.uses_codebook_pairs:
+            second = first if first is not None and self.shared_codebook_pairs else sample_pairs(
+                num_pairs, self.num_matches, device, self.codebook_pair_generator)
+            point_vectors = shared[batch.pairing_points[second]]  # P
+            pixel_vectors = gather_pixel_features(pixels, batch.pairing_images[second])  # Vf
+            if voxel_codes is None:
+                point_codes = self.codebook.nearest(point_vectors, table)
+            else:
+                point_codes = voxel_codes[batch.pairing_points[second]]
+            if pixel_codes_map is None:
+                pixel_codes = self.codebook.nearest(pixel_vectors, table)
+            else:
+                image, row, col = batch.pairing_images[second].unbind(1)
+                pixel_codes = pixel_codes_map[image, row, col]
+            if w["commitment"] > 0:
+                commit_p, commit_v = commitment_losses(point_vectors, pixel_vectors, table[point_codes],
+                                                       table[pixel_codes], self.commitment_beta)
+                losses["commit_points"] = w["commitment"] * commit_p
+                losses["commit_pixels"] = w["commitment"] * commit_v
+            if w["cmcm"] > 0:
+                losses["cmcm"] = w["cmcm"] * code_matching_loss(point_vectors, pixel_vectors, table,
+                                                               self.code_matching_temperature)
+            perplexity, active = self.codebook.usage(torch.cat([point_codes, pixel_codes]))
+            metrics["codebook_perplexity"], metrics["codebook_active"] = perplexity, active
+            update = (point_vectors.detach(), pixel_vectors.detach(), point_codes, pixel_codes)
+
+        if mim_on:
+            losses["mim"] = w["mim"] * self._mim_loss(batch, encoded, pixels, table, pixel_codes_map, size)
+        if occupancy_on:
+            loss_occ, loss_int = self._occupancy_losses(batch, shared, specific, table, voxel_codes)
+            if w["occupancy"] > 0:
+                losses["occupancy"] = w["occupancy"] * loss_occ
+            if w["intensity"] > 0:
+                losses["intensity"] = w["intensity"] * loss_int
+
+        if update is not None and self.training:
+            self.codebook.update(*update)
+        return losses, metrics
+
+    def _mim_loss(self, batch: Batch, encoded: Tensor, pixels: Tensor, table: Tensor, codes: Tensor,
+                  size: tuple[int, int]) -> Tensor:
+        """mse(MIMDecoder(G²ᴰ + STE(q(F²ᴰ))), unmasked image) over every pixel and channel."""
+        specific = self.specific_decoder(encoded, output_size=size)
+        fused = self.codebook.quantize_map(pixels, table, base=specific, codes=codes)
+        reconstruction = self.mim_decoder(fused)
+        target = batch.images if batch.target_images is None else batch.target_images
+        with torch.autocast(device_type=reconstruction.device.type, enabled=False):
+            return F.mse_loss(reconstruction.float(), target.float().div_(255.0))
+
+    def _occupancy_losses(
+        self, batch: Batch, shared: Tensor, specific: Tensor, table: Tensor, codes: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """L_occ, L_int over (query, neighbour point) pairs, features Z = G³ᴰ + STE(q(F³ᴰ)) per voxel."""
+        if OCCUPANCY_EXTRAS not in batch.extras:
+            raise ValueError(
+                "the occupancy/intensity losses need occupancy queries in the batch: build the dataset with "
+                "extras_hook=cmcr_core.data.occupancy.OccupancyQueries() (cmcr_core.pretrain does this)"
+            )
+        queries = batch.extras[OCCUPANCY_EXTRAS]
+        fused = self.codebook.quantize(shared, table, base=specific, codes=codes)
+        query_index, point_index = radius_neighbours(
+            queries[:, :3], batch.points[:, :3], self.occupancy_radius, self.occupancy_max_neighbours,
+            batch.extras[f"{OCCUPANCY_EXTRAS}_batch"], batch.point_batch,
+        )
+        offsets = (queries[query_index, :3] - batch.points[point_index, :3]).to(fused.dtype)
+        inputs = torch.cat([fused[batch.point_to_voxel[point_index]], offsets], dim=1)
+        outputs = self.occupancy_mlp(inputs)
+        return occupancy_losses(outputs, queries[query_index, QUERY_OCCUPANCY],
+                                queries[query_index, QUERY_INTENSITY])
+
+
+def build_cmcr(recipe: PretrainRecipe) -> CMCR:
+    """CMCR from a resolved recipe (``method: cmcr``); modules of losses that are off are not built."""
+    from cmcr_core.methods.build import build_frozen_teacher, build_student
+
+    loss = recipe.loss
+    if loss.superpixel_nce > 0:
+        raise ValueError("loss.superpixel_nce must be 0 for method cmcr (CMCR distils point-pixel pairs)")
+    dim = recipe.student.out_channels
+    if recipe.teacher.out_channels != dim:
+        raise ValueError(
+            f"teacher.out_channels ({recipe.teacher.out_channels}) must equal student.out_channels ({dim}): "
+            "both sides of a pair live in one embedding space"
+        )
+    if loss.mim > 0 and recipe.data.mim_mask == "none":
+        logger.warning("loss.mim > 0 but data.mim_mask is 'none': MIM reconstructs unmasked images")
+    teacher = build_frozen_teacher(recipe.teacher)
+
+    def image_decoder(preset: str) -> PixelDecoder:
+        return build_image_decoder(preset, in_channels=teacher.out_channels, out_channels=dim,
+                                   upsample=teacher.output_stride)
+
+    occupancy_on = loss.occupancy > 0 or loss.intensity > 0
+    return CMCR(
+        student=build_student(recipe.student),
+        teacher=teacher,
+        decoder=image_decoder(recipe.teacher.decoder),
+        codebook=UnifiedCodebook(loss.codebook_size, dim, decay=loss.codebook_decay, eps=loss.codebook_eps,
+                                 seed=recipe.train.seed, dead_code_reset=loss.dead_code_reset,
+                                 dead_code_threshold=loss.dead_code_steps),
+        specific_decoder=image_decoder("cmcr_specific") if loss.mim > 0 else None,
+        mim_decoder=MIMDecoder(dim) if loss.mim > 0 else None,
+        occupancy_mlp=OccupancyMLP(dim + 3) if occupancy_on else None,
+        point_nce_weight=loss.point_nce,
+        orthogonality_weight=loss.orthogonality,
+        commitment_weight=loss.commitment,
+        code_matching_weight=loss.code_matching,
+        mim_weight=loss.mim,
+        occupancy_weight=loss.occupancy,
+        intensity_weight=loss.intensity,
+        num_matches=loss.num_matches,
+        temperature=loss.temperature,
+        commitment_beta=loss.commitment_beta,
+        code_matching_temperature=loss.code_matching_temperature,
+        occupancy_radius=loss.occupancy_radius,
+        occupancy_max_neighbours=loss.occupancy_max_neighbours,
+        shared_codebook_pairs=loss.shared_codebook_pairs,
+        seed=recipe.train.seed,
+    )

@@ -1,0 +1,23 @@
+"""CMCR tests: few threads, this folder importable (helpers in cmcr_toys.py), a prepared synthetic world."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # 2 shared cores: one thread avoids OpenMP waits on busy cores
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def cmcr_prepared(synthetic_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared synthetic world prepared without superpixels (CMCR does not use them, defect D16)."""
+    from cmcr_core.data.prepare_nuscenes import PrepareOptions, prepare_nuscenes
+
+    out = tmp_path_factory.mktemp("cmcr_prepared")
+    report = prepare_nuscenes(synthetic_world, "v1.0-mini", out, PrepareOptions(superpixels="none"))
+    assert not report.failures
+    return out
