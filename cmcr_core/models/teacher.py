@@ -22,6 +22,7 @@ docs/checkpoints.md.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import pickle
 from collections.abc import Callable, Mapping
@@ -61,6 +62,10 @@ TEACHER_FILE_VERSION = 1
 TEACHER_ARCHS: dict[str, Callable[..., nn.Module]] = {
     name: partial(build_resnet, name) for name in RESNET_LAYOUTS
 }
+
+# arch name → module that registers it when imported; imported on first use so that loading a teacher
+# file never depends on the caller having imported the module defining its arch.
+_LAZY_TEACHER_ARCHS: dict[str, str] = {"synthetic_semantic": "cmcr_core.models.semantic_teacher"}
 
 # Prefixes of ResNet weights inside third-party checkpoints, most specific first.
 _RESNET_PREFIXES = (
@@ -154,6 +159,8 @@ def register_teacher_arch(name: str, builder: Callable[..., nn.Module], overwrit
 
 
 def _build_encoder(arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    if arch not in TEACHER_ARCHS and arch in _LAZY_TEACHER_ARCHS:
+        importlib.import_module(_LAZY_TEACHER_ARCHS[arch])
     if arch not in TEACHER_ARCHS:
         raise ValueError(
             f"unknown teacher arch {arch!r}; registered: {sorted(TEACHER_ARCHS)} (a module defining a new "

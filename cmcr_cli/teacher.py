@@ -1,0 +1,129 @@
+"""`cmcr teacher ...`: train the offline semantic teacher on a synthetic world; inspect and score teachers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cmcr_cli.common import console, fail, load_recipe_or_fail, setup_logging
+
+app = typer.Typer(help="Train, inspect and evaluate 2D teachers.", no_args_is_help=True)
+
+
+def _scores_line(label: str, scores: dict | None) -> str:
+    if not scores:
+        return f"{label}: none"
+    line = f"{label}: pixel accuracy {scores['pixel_accuracy']:.3f}, mIoU {scores['miou']:.3f}"
+    if "prototype_miou" in scores:
+        line += (f" (nearest prototype: accuracy {scores['prototype_pixel_accuracy']:.3f}, "
+                 f"mIoU {scores['prototype_miou']:.3f})")
+    return line
+
+
+@app.command("train")
+def train_command(
+    recipe: Path = typer.Option(
+        ..., "--recipe", "-r", help="YAML recipe, e.g. recipes/semantic_teacher_synthetic.yaml."
+    ),
+    world: Path = typer.Option(None, "--world", help="Synthetic world to train on (sets data.world)."),
+    eval_world: list[Path] = typer.Option(
+        None, "--eval-world", help="Another world to score the teacher on (repeatable; data.eval_worlds)."
+    ),
+    out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<recipe name>)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override one key: section.key=value (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit."),
+) -> None:
+    """Train the compact semantic network on a world's camera truth; writes RUN/teacher.pt and metrics."""
+    sets = list(set_ or [])
+    if world is not None:
+        sets.append(f"data.world={json.dumps(str(world))}")
+    if eval_world:
+        sets.append(f"data.eval_worlds={json.dumps([str(p) for p in eval_world])}")
+    resolved = load_recipe_or_fail(recipe, sets, kind_name="teacher")
+    from cmcr_core import recipes
+
+    if dry_run:
+        typer.echo(recipes.dump(resolved), nl=False)
+        return
+    setup_logging()
+    from cmcr_core.engine.loop import NonFiniteLossError
+    from cmcr_core.teacher_training import run_teacher_training
+
+    out = out or Path("runs") / resolved.name
+    try:
+        run = run_teacher_training(resolved, out, resume=resume)
+    except NonFiniteLossError as exc:
+        fail(str(exc), code=3)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        fail(str(exc))
+    if run.teacher is None:
+        console.print(f"stopped at step {run.result.position.step}; resume with --resume --out {out}")
+        return
+    metrics = run.metrics or {}
+    seconds = metrics.get("train_seconds")
+    console.print(f"[green]done[/]: {run.result.position.step} steps"
+                  + (f" in {seconds:.0f} s" if seconds is not None else "") + f"; teacher {run.teacher}",
+                  highlight=False)
+    console.print(_scores_line("held-out scenes", metrics.get("holdout")), highlight=False)
+    for scores in metrics.get("eval_worlds", []):
+        console.print(_scores_line(f"world {scores['world']}", scores), highlight=False)
+
+
+@app.command("info")
+def info_command(file: Path = typer.Argument(..., help="A cmcr-teacher file (e.g. RUN/teacher.pt).")) -> None:
+    """Show a teacher file's arch, source world, prototypes and recorded accuracy."""
+    from cmcr_core.teacher_training import read_teacher_file
+
+    try:
+        payload = read_teacher_file(file)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    meta = payload.get("meta", {})
+    state = payload["state_dict"]
+    params = sum(int(t.numel()) for k, t in state.items() if not k.endswith("num_batches_tracked"))
+    console.print(f"[bold]{file}[/]: arch {payload['arch']} {payload.get('kwargs', {})}, "
+                  f"{params:,} parameters", highlight=False)
+    source = meta.get("world")
+    if source:
+        held_out = ", ".join(source["holdout_scenes"]) or "-"
+        console.print(f"trained on {source['root']} (fingerprint {source['fingerprint'][:12]}), scenes "
+                      f"{', '.join(source['train_scenes'])}; held out {held_out}", highlight=False)
+    training = meta.get("training")
+    if training:
+        seconds = training.get("seconds")
+        console.print(f"training: {training['steps']} steps"
+                      + (f", {seconds:.0f} s" if seconds is not None else "") + f", seed {training['seed']}")
+    if "prototypes" in meta:
+        present = meta["prototype_present"]
+        missing = [n for n, ok in zip(meta["class_names"], present, strict=True) if not ok]
+        console.print(f"prototypes: {tuple(meta['prototypes'].shape)}, {sum(present)}/{len(present)} classes"
+                      + (f" (absent: {', '.join(missing)})" if missing else ""), highlight=False)
+    else:
+        console.print("prototypes: none")
+    metrics = meta.get("metrics", {})
+    console.print(_scores_line("held-out scenes", metrics.get("holdout")), highlight=False)
+    for scores in metrics.get("eval_worlds", []):
+        console.print(_scores_line(f"world {scores['world']}", scores), highlight=False)
+
+
+@app.command("eval")
+def eval_command(
+    file: Path = typer.Argument(..., help="A teacher file written by `cmcr teacher train`."),
+    world: Path = typer.Option(..., "--world", help="Synthetic world with truth maps."),
+    scene: list[str] = typer.Option(None, "--scene", help="Scene name to score (repeatable; default all)."),
+    out: Path = typer.Option(None, "--out", help="Also write the scores to this JSON file."),
+) -> None:
+    """Score a trained teacher file (its classifier and prototypes) on a world's camera truth."""
+    from cmcr_core.teacher_training import evaluate_teacher_file
+
+    try:
+        scores = evaluate_teacher_file(file, world, scenes=list(scene or []))
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    label = f"{world} ({'the training world' if scores['same_world'] else 'another world'})"
+    console.print(_scores_line(label, scores), highlight=False)
+    if out is not None:
+        out.write_text(json.dumps(scores, indent=1) + "\n")

@@ -1,0 +1,81 @@
+"""The compact semantic network: shapes, gradients, size, à-trous dilation and lazy arch registration."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH, CompactSemanticNet
+from cmcr_core.models.teacher import TEACHER_ARCHS, build_teacher
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 96), (45, 83)])
+def test_forward_shape_backward_and_size(height: int, width: int):
+    torch.manual_seed(0)
+    net = CompactSemanticNet(widths=(8, 16, 24, 32))
+    images = torch.rand(2, 3, height, width)
+    out = net(images)
+    assert out.shape == (2, 32, -(-height // 8), -(-width // 8))  # ceil: padding keeps partial cells
+    assert net.out_channels == 32 and net.output_stride == 8
+    out.square().mean().backward()
+    for name, parameter in net.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+    assert (out >= 0).all()  # post-ReLU features
+    default = CompactSemanticNet()
+    assert sum(p.numel() for p in default.parameters()) < 1_000_000
+    assert not any("input_mean" in key for key in default.state_dict())  # normalisation is not a weight
+
+
+def test_imagenet_normalisation_is_inside():
+    torch.manual_seed(0)
+    net = CompactSemanticNet(widths=(8, 8, 8, 8)).eval()
+    raw = CompactSemanticNet(widths=(8, 8, 8, 8), normalize_input=False).eval()
+    raw.load_state_dict(net.state_dict())
+    images = torch.rand(1, 3, 32, 32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    # torch.allclose, not torch.testing: the latter's first call costs seconds of imports.
+    assert torch.allclose(net(images), raw((images - mean) / std), rtol=1e-5, atol=1e-6)
+
+
+def test_dilated_variant_is_a_denser_sampling_of_the_same_map():
+    torch.manual_seed(0)
+    net = CompactSemanticNet(widths=(8, 16, 16, 24)).eval()
+    for module in net.modules():  # non-trivial BN statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    dilated = CompactSemanticNet(widths=(8, 16, 16, 24), replace_stride_with_dilation=(True, True, True))
+    dilated.eval()
+    dilated.load_state_dict(net.state_dict())
+    images = torch.rand(2, 3, 72, 104)
+    coarse, fine = net(images), dilated(images)
+    assert dilated.output_stride == 4 and fine.shape[-2:] == (18, 26)
+    assert torch.allclose(fine[:, :, ::2, ::2], coarse, rtol=1e-5, atol=1e-6)
+
+
+def test_arch_is_registered_lazily_for_teacher_loading(monkeypatch: pytest.MonkeyPatch):
+    # As in a process that never imported the module defining the arch: neither the registry entry nor
+    # the module exist; building the arch must import (and so register) it. monkeypatch restores both.
+    import cmcr_core.models as models_package
+
+    name = "cmcr_core.models.semantic_teacher"
+    monkeypatch.delitem(TEACHER_ARCHS, SEMANTIC_TEACHER_ARCH)
+    monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(models_package, "semantic_teacher", sys.modules.get(name), raising=False)
+    teacher = build_teacher(SEMANTIC_TEACHER_ARCH, widths=(8, 8, 8, 16))
+    assert name in sys.modules and SEMANTIC_TEACHER_ARCH in TEACHER_ARCHS
+    assert teacher.out_channels == 16 and teacher.output_stride == 8
+    assert type(teacher.encoder).__name__ == "CompactSemanticNet"
+
+
+def test_bad_configuration_is_named():
+    with pytest.raises(ValueError, match="widths must be 4"):
+        CompactSemanticNet(widths=(8, 8, 8))
+    with pytest.raises(ValueError, match="context_dilations"):
+        CompactSemanticNet(context_dilations=())
+    with pytest.raises(ValueError, match=r"expected images \(B, 3, H, W\)"):
+        CompactSemanticNet()(torch.rand(3, 32, 32))
