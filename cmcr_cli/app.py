@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from cmcr_cli import analyze as analyze_cli
+from cmcr_cli import finetune as finetune_cli
 from cmcr_cli import prepare, pretrain, recipe
+from cmcr_cli import teacher as teacher_cli
+from cmcr_cli import zeroshot as zeroshot_cli
 
 app = typer.Typer(
     name="cmcr",
@@ -15,7 +19,12 @@ app = typer.Typer(
 )
 app.add_typer(prepare.app, name="prepare")
 app.add_typer(recipe.app, name="recipe")
+app.add_typer(teacher_cli.app, name="teacher")
 app.command("pretrain")(pretrain.pretrain)
+app.command("finetune")(finetune_cli.finetune)
+app.command("probe")(finetune_cli.probe)
+app.add_typer(analyze_cli.app, name="analyze")
+app.command("zeroshot")(zeroshot_cli.zeroshot)
 
 
 def main() -> None:

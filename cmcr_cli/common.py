@@ -23,7 +23,8 @@ def load_recipe_or_fail(path: Path | None, sets: list[str] | None, kind_name: st
     from cmcr_core import config
     from cmcr_core.recipes import RecipeError
 
-    kinds = {"pretrain": config.PretrainRecipe}
+    kinds = {"pretrain": config.PretrainRecipe, "teacher": config.TeacherTrainRecipe,
+             "finetune": config.FinetuneRecipe}
     try:
         return config.load_recipe(path, sets or [], kind=kinds[kind_name])
     except RecipeError as exc:

@@ -221,3 +221,54 @@ def _samples_progress():
         TimeRemainingColumn(),
         console=console,
     )
+
+
+# --- cmcr prepare semantickitti ---------------------------------------------------------------------
+
+
+@app.command("semantickitti")
+def semantickitti_command(
+    root: Path = typer.Option(..., "--root", help="SemanticKITTI dataset folder holding sequences/NN/."),
+    out: Path = typer.Option(..., "--out", help="Prepared folder (created; re-running resumes)."),
+    synthetic: bool = typer.Option(
+        False, "--synthetic", help="First write the synthetic world in SemanticKITTI layout into --root."
+    ),
+    sequences: str = typer.Option("00,01,08", "--sequences", help="With --synthetic: sequence names."),
+    scans_per_sequence: int = typer.Option(20, "--scans-per-sequence", help="With --synthetic: scans each."),
+    seed: int = typer.Option(0, "--seed", help="With --synthetic: world seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --synthetic: replace --root/sequences."),
+) -> None:
+    """Prepare SemanticKITTI scans (19-class learning map) into per-sequence HDF5 shards."""
+    from cmcr_cli.common import console, fail
+    from cmcr_core.data.semantickitti import KittiDataError, prepare_semantickitti
+
+    if synthetic:
+        from cmcr_core.data.semantickitti.writer import write_semantickitti_world
+
+        try:
+            world = write_semantickitti_world(root, [s.strip() for s in sequences.split(",")],
+                                              scans_per_sequence, seed, overwrite=overwrite)
+        except (ValueError, FileExistsError) as exc:
+            fail(str(exc))
+        points = world.points_per_scan
+        console.print(f"wrote synthetic sequences {', '.join(world.sequences)} ({world.scans_per_sequence} "
+                      f"scans each, {sum(points) / len(points):.0f} points per scan) to {root}/sequences")
+    try:
+        report = prepare_semantickitti(root, out)
+    except KittiDataError as exc:
+        fail(str(exc))
+    console.print(f"sequences prepared: {', '.join(report.written) or 'none'}; kept from an earlier run: "
+                  f"{', '.join(report.kept) or 'none'}; index: {report.index_path}")
+
+
+# --- cmcr prepare objects (ReCon) ------------------------------------------------------------------------
+
+
+def _objects_command() -> None:
+    # the command body lives in cmcr_cli.objects (lazy heavy imports inside it)
+    from cmcr_cli.objects import prepare_objects
+
+    app.command("objects")(prepare_objects)
+
+
+_objects_command()

@@ -1,0 +1,345 @@
+"""`cmcr finetune` / `cmcr probe`: LiDAR semantic segmentation from a pretrained (or random) student.
+
+Run folder: `recipe.yaml`, `init.json` (initialisation and load report), `checkpoint.pt`, `metrics.jsonl`
+(training), `metrics.json` (evaluation on the whole validation split). With several seeds each seed has
+its own folder `seed<S>/` and the top-level `metrics.json` holds mean ± std (docs/finetune.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from cmcr_core import recipes
+from cmcr_core.config import FinetuneRecipe
+from cmcr_core.data.label_fractions import kitti_label_scans, nuscenes_label_scenes, skip_for_fraction
+from cmcr_core.data.segmentation_dataset import (
+    SegmentationBatch,
+    SegmentationDataset,
+    SegmentationSettings,
+    Subset,
+    collate_segmentation,
+)
+from cmcr_core.engine import distributed
+from cmcr_core.engine.loop import TrainResult, TrainSettings, train
+from cmcr_core.engine.method import Method
+from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
+from cmcr_core.eval import segmentation as seg
+from cmcr_core.losses.lovasz import lovasz_softmax
+from cmcr_core.models.checkpoints import load_pretrained_student
+from cmcr_core.models.minkunet import MinkUNet34C
+from cmcr_core.sparse import SparseTensor
+
+logger = logging.getLogger(__name__)
+
+HEAD_PREFIX = "model.final."
+SUPPRESSED_LOGIT = -1e6  # class 0 is never predicted (PROTOCOLS.md §10)
+
+
+class SegmentationMethod(Method):
+    """MinkUNet + cross-entropy + Lovász-softmax on labelled voxels (label 0 = ignore).
+
+    probe=True freezes every parameter except the head (`final`) and keeps the network in eval mode
+    during training, so batch norm uses (and never updates) the pretrained running statistics.
+    """
+
+    def __init__(self, model: MinkUNet34C, cross_entropy: float = 1.0, lovasz: float = 1.0,
+                 probe: bool = False) -> None:
+        super().__init__()
+        if cross_entropy <= 0 and lovasz <= 0:
+            raise ValueError("every loss weight is 0: set loss.cross_entropy or loss.lovasz > 0")
+        self.model = model
+        self.cross_entropy_weight, self.lovasz_weight, self.probe = cross_entropy, lovasz, probe
+        if probe:
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(name.startswith("final."))
+
+    def train(self, mode: bool = True) -> SegmentationMethod:
+        super().train(mode)
+        if self.probe:
+            self.model.eval()
+        return self
+
+    def forward(self, batch: SegmentationBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        logits = self.model(SparseTensor(batch.feats, batch.coords)).features
+        labelled = batch.voxel_labels != 0
+        logits, labels = logits[labelled], batch.voxel_labels[labelled]
+        losses: dict[str, Tensor] = {}
+        if self.cross_entropy_weight > 0:
+            ce = F.cross_entropy(logits, labels) if labels.numel() else logits.sum() * 0.0
+            losses["cross_entropy"] = self.cross_entropy_weight * ce
+        if self.lovasz_weight > 0:
+            losses["lovasz"] = self.lovasz_weight * lovasz_softmax(F.softmax(logits, dim=1), labels)
+        with torch.no_grad():
+            accuracy = (logits.argmax(1) == labels).float().mean() if labels.numel() else logits.new_zeros(())
+        return losses, {"voxel_accuracy": accuracy}
+
+    def handoff(self) -> dict[str, Any]:
+        return {"student": self.model.state_dict()}
+
+
+def build_model(recipe: FinetuneRecipe, num_classes: int, seed: int) -> MinkUNet34C:
+    """MinkUNet34C with `num_classes` outputs, initialised from an explicit generator seeded `seed`."""
+    m = recipe.model
+    model = MinkUNet34C(in_channels=m.in_channels, out_channels=num_classes, normalize_output=False,
+                        planes=m.planes, layers=m.layers, init_dim=m.init_dim, bn_momentum=m.bn_momentum,
+                        block_bn_momentum=m.block_bn_momentum)
+    model.init_weights(torch.Generator().manual_seed(seed))
+    return model
+
+
+def segmentation_settings(recipe: FinetuneRecipe) -> SegmentationSettings:
+    d = recipe.data
+    return SegmentationSettings(
+        voxel_size=d.voxel_size, cylindrical=d.cylindrical, intensity_scale=d.intensity_scale,
+        intensity_offset=d.intensity_offset, cloud_transforms=d.cloud_transforms,
+    )
+
+
+def open_split(recipe: FinetuneRecipe, split: str) -> tuple[Sequence[Any], tuple[str, ...]]:
+    """(prepared scans of `split`, class names with 0 = ignore) for the recipe's dataset."""
+    if not recipe.data.path:
+        raise ValueError("no prepared data: set data.path in the recipe or pass --data PREPARED")
+    if recipe.data.dataset == "semantickitti":
+        from cmcr_core.data.semantickitti import CLASS_NAMES, PreparedKitti
+
+        return PreparedKitti(recipe.data.path, split), CLASS_NAMES
+    from cmcr_core.data.labels import COARSE_CLASS_NAMES
+    from cmcr_core.data.prepared import PreparedDataset
+
+    return PreparedDataset(recipe.data.path, split), COARSE_CLASS_NAMES
+
+
+def label_subset(recipe: FinetuneRecipe, source: Any) -> tuple[Subset, dict[str, Any]]:
+    """The labelled training scans of the recipe's label fraction, and a description of the subset."""
+    skip = skip_for_fraction(recipe.data.label_fraction, recipe.data.fraction_skips)
+    tokens = list(source.tokens)
+    info: dict[str, Any] = {"label_fraction": recipe.data.label_fraction, "skip": skip}
+    if recipe.data.dataset == "semantickitti":
+        kept = set(kitti_label_scans(tokens, skip))
+        indices = [i for i, t in enumerate(tokens) if t in kept]
+    else:
+        index = source.index
+        order = [scene["name"] for scene in index.header["scenes"]]
+        scenes = nuscenes_label_scenes(order, index.split_scenes(recipe.data.train_split), skip)
+        scene_of = {t: s for shard in index.shards.values()
+                    for t, s in zip(shard["sample_tokens"], shard["scenes"], strict=True)}
+        indices = [i for i, t in enumerate(tokens) if scene_of[t] in set(scenes)]
+        info["scenes"] = scenes
+    info["scans"] = len(indices)
+    return Subset(source, indices), info
+
+
+@torch.no_grad()
+def evaluate(model: MinkUNet34C, source: Sequence[Any], settings: SegmentationSettings,
+             class_names: Sequence[str], split: str, dataset: str = "nuscenes", batch_size: int = 4,
+             device: str | torch.device = "cpu", export_dir: str | Path | None = None, num_workers: int = 0,
+             context: distributed.DistContext | None = None) -> seg.SegmentationMetrics:
+    """Score every point of every scan of `source`: voxel logits -> points through the inverse map.
+
+    Under torchrun each rank scores scans rank, rank + W, ... and the confusion matrices are summed.
+    `export_dir`: also write predictions (nuScenes lidarseg `.bin` files, or SemanticKITTI `.label`).
+    """
+    ctx = context or distributed.single_process_context(device)
+    model.eval().to(ctx.device)
+    mine = range(ctx.rank, len(source), ctx.world_size)
+    data = Subset(SegmentationDataset(source, settings, train=False), mine)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_segmentation)
+    acc = seg.ConfusionAccumulator(len(class_names))
+    for batch in loader:
+        batch = batch.to(ctx.device)
+        logits = model(SparseTensor(batch.feats, batch.coords)).features
+        logits[:, 0] = SUPPRESSED_LOGIT
+        points_pred = logits.argmax(1)[batch.point_to_voxel]
+        acc.update(batch.point_labels, points_pred, scans=batch.batch_size)
+        if export_dir is not None:
+            _export(Path(export_dir), dataset, split, batch, points_pred.cpu())
+    confusion, scans = torch.as_tensor(acc.matrix), acc.num_scans
+    if ctx.is_distributed:
+        packed = torch.cat([confusion.reshape(-1), torch.tensor([scans])]).to(ctx.device)
+        torch.distributed.all_reduce(packed)
+        confusion, scans = packed[:-1].cpu().reshape(confusion.shape), int(packed[-1])
+    return seg.compute_metrics(confusion.numpy(), class_names, scans, split, dataset)
+
+
+def _export(out: Path, dataset: str, split: str, batch: SegmentationBatch, pred: Tensor) -> None:
+    offsets = batch.point_offsets.tolist()
+    for b, token in enumerate(batch.lidar_tokens):
+        values = pred[offsets[b]:offsets[b + 1]]
+        if dataset == "semantickitti":
+            from cmcr_core.data.semantickitti import LEARNING_MAP_INV
+
+            seg.write_semantickitti_prediction(out, token, values, LEARNING_MAP_INV)
+        else:
+            seg.write_lidarseg_prediction(out, split, token, values)
+    if dataset != "semantickitti":
+        seg.write_lidarseg_submission_meta(out, split)
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    """One finished downstream run: its folder, evaluation, training result and initialisation."""
+
+    out_dir: Path
+    metrics: seg.SegmentationMetrics
+    result: TrainResult
+    init: dict[str, Any]
+    subset: dict[str, Any]
+    wall_s: dict[str, float]
+
+
+def learning_rates(recipe: FinetuneRecipe, pretrained: bool) -> tuple[float, float]:
+    """(backbone lr, head lr): `lr_scratch` ones when fine-tuning from random weights (SLidR issue #11)."""
+    o = recipe.optim
+    if recipe.train.mode == "finetune" and not pretrained:
+        return o.lr_scratch, o.lr_scratch if o.lr_head_scratch is None else o.lr_head_scratch
+    return o.lr, o.lr if o.lr_head is None else o.lr_head
+
+
+def _initialise(recipe: FinetuneRecipe, model: MinkUNet34C, out_dir: Path, weights: str | Path | None,
+                resume: bool, allow_voxel_mismatch: bool) -> dict[str, Any]:
+    init_path = out_dir / "init.json"
+    if resume and init_path.is_file():
+        init = json.loads(init_path.read_text(encoding="utf-8"))
+        if weights is not None and str(weights) != init["weights"]:
+            raise ValueError(
+                f"--resume with --weights {weights}, but {out_dir} was started from {init['weights']}"
+            )
+        return init  # the checkpoint restores the whole network
+    if weights is None:
+        return {"weights": None, "pretrained": None}
+    d = recipe.data
+    loaded = load_pretrained_student(model, weights, d.voxel_size, d.cylindrical, allow_voxel_mismatch,
+                                     intensity_scale=d.intensity_scale)
+    return {"weights": str(weights), "pretrained": loaded.to_dict()}
+
+
+def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | Path | None = None,
+                   resume: bool = False, allow_voxel_mismatch: bool = False,
+                   export_predictions: str | Path | None = None, stop_at: int | None = None) -> FinetuneRun:
+    """Fine-tune or probe (`recipe.train.mode`) on the label subset, then evaluate the whole val split."""
+    from cmcr_core.pretrain import check_run_folder, resolve_device
+
+    out_dir = Path(out_dir)
+    check_run_folder(recipe, out_dir, resume)
+    ctx = distributed.init_distributed(resolve_device(recipe.train.device))
+    try:
+        seed, t0 = recipe.train.seed, time.perf_counter()
+        distributed.seed_process(seed, ctx.rank)
+        train_source, class_names = open_split(recipe, recipe.data.train_split)
+        val_source, _ = open_split(recipe, recipe.data.val_split)
+        subset, subset_info = label_subset(recipe, train_source)
+        model = build_model(recipe, len(class_names), seed)
+        init = _initialise(recipe, model, out_dir, weights, resume, allow_voxel_mismatch)
+        probe = recipe.train.mode == "probe"
+        method = SegmentationMethod(model, recipe.loss.cross_entropy, recipe.loss.lovasz, probe=probe)
+        method.model = distributed.convert_sync_batchnorm(method.model, ctx)
+        lr, lr_head = learning_rates(recipe, init["weights"] is not None)
+        dataset = SegmentationDataset(subset, segmentation_settings(recipe), seed=seed, train=True)
+        sampler = distributed.ShardedSampler(len(dataset), ctx.rank, ctx.world_size, seed=seed, shuffle=True)
+        batch_size = recipe.data.batch_size
+        steps_per_epoch = math.ceil(sampler.shard_size / batch_size)
+
+        def batches(epoch: int, start: int) -> Iterable[SegmentationBatch]:
+            dataset.set_epoch(epoch)
+            sampler.set_epoch(epoch, start * batch_size)
+            return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                              num_workers=recipe.data.num_workers, collate_fn=collate_segmentation)
+
+        o, t = recipe.optim, recipe.train
+        overrides = {HEAD_PREFIX: lr_head} if lr_head != lr and not probe else {}
+        settings = TrainSettings(
+            total_steps=t.max_steps if t.max_steps > 0 else t.epochs * steps_per_epoch,
+            optimizer=OptimizerSettings(name=o.name, lr=lr_head if probe else lr, weight_decay=o.weight_decay,
+                                        momentum=o.momentum, dampening=o.dampening, lr_overrides=overrides),
+            schedule=ScheduleSettings(kind=o.schedule, per_epoch=o.per_epoch),
+            steps_per_epoch=steps_per_epoch, checkpoint_every=t.checkpoint_every, log_every=t.log_every)
+        init.update(lr=lr, lr_head=lr_head, mode=recipe.train.mode, total_steps=settings.total_steps,
+                    steps_per_epoch=steps_per_epoch)
+        if ctx.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            recipes.save(recipe, out_dir / "recipe.yaml")
+            _write_json(out_dir / "init.json", init)
+        logger.info("%s: %d labelled scans (fraction %s, skip %d), %d steps, lr %s / head %s, init %s",
+                    recipe.train.mode, subset_info["scans"], recipe.data.label_fraction, subset_info["skip"],
+                    settings.total_steps, lr, lr_head, init["weights"] or "random")
+        result = train(method, batches, out_dir, settings, recipe=recipes.to_dict(recipe), resume=resume,
+                       stop_at=stop_at, context=ctx)
+        t1 = time.perf_counter()
+        metrics = evaluate(method.model, val_source, segmentation_settings(recipe), class_names,
+                           recipe.data.val_split, recipe.data.dataset, recipe.data.eval_batch_size,
+                           export_dir=export_predictions, context=ctx)
+        wall = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
+        extra = {"seed": seed, "protocol": {**subset_info, **{k: init[k] for k in (
+                 "mode", "lr", "lr_head", "total_steps", "steps_per_epoch")}, "epochs": recipe.train.epochs},
+                 "weights": init["weights"], "pretrained_method": (init["pretrained"] or {}).get("method"),
+                 "steps_done": result.position.step, "wall_time_s": wall}
+        metrics = replace(metrics, extra=extra)
+        if ctx.is_main:
+            _write_json(out_dir / "metrics.json", metrics.to_dict())
+        return FinetuneRun(out_dir, metrics, result, init, subset_info, wall)
+    finally:
+        distributed.cleanup_distributed()
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+
+def _check_mode(recipe: FinetuneRecipe, mode: str) -> None:
+    if recipe.train.mode != mode:
+        other = "probe" if mode == "finetune" else "finetune"
+        raise ValueError(f"recipe {recipe.name!r} is a {recipe.train.mode} recipe (train.mode); use "
+                         f"`cmcr {other}` with it, or a {mode} recipe (recipes/{mode}_*.yaml)")
+
+
+def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, **kwargs: Any) -> FinetuneRun:
+    """Fine-tune every layer (recipe.train.mode must be "finetune"); kwargs as `run_downstream`."""
+    _check_mode(recipe, "finetune")
+    return run_downstream(recipe, out_dir, **kwargs)
+
+
+def run_probe(recipe: FinetuneRecipe, out_dir: str | Path, **kwargs: Any) -> FinetuneRun:
+    """Linear probing (recipe.train.mode must be "probe"); kwargs as `run_downstream`."""
+    _check_mode(recipe, "probe")
+    return run_downstream(recipe, out_dir, **kwargs)
+
+
+def run_seeds(recipe: FinetuneRecipe, out_dir: str | Path, seeds: int,
+              export_predictions: str | Path | None = None, **kwargs: Any
+              ) -> tuple[list[FinetuneRun], dict[str, Any]]:
+    """Seeds recipe.train.seed .. + seeds − 1, one after the other, in `out_dir/seed<S>`; writes the
+    mean ± std summary to `out_dir/metrics.json` and returns (runs, summary). With `resume=True`, seeds
+    with a checkpoint continue and the others start."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    runner = run_probe if recipe.train.mode == "probe" else run_finetune
+    out_dir, runs = Path(out_dir), []
+    for i in range(seeds):
+        seed = recipe.train.seed + i
+        one = replace(recipe, train=replace(recipe.train, seed=seed))
+        export = None if export_predictions is None else Path(export_predictions) / f"seed{seed}"
+        folder = out_dir / f"seed{seed}"
+        options = dict(kwargs)
+        # --resume over seeds: a seed that never started begins from scratch.
+        options["resume"] = bool(kwargs.get("resume")) and (folder / "checkpoint.pt").exists()
+        runs.append(runner(one, folder, export_predictions=export, **options))
+    summary = seg.seed_summary([r.metrics.to_dict() for r in runs])
+    summary.update(seeds=[r.metrics.extra["seed"] for r in runs], runs=[str(r.out_dir) for r in runs],
+                   protocol=runs[0].metrics.extra["protocol"], weights=runs[0].init["weights"],
+                   split=runs[0].metrics.split, num_scans=runs[0].metrics.num_scans,
+                   wall_time_s=sum(sum(r.wall_s.values()) for r in runs))
+    _write_json(out_dir / "metrics.json", summary)
+    return runs, summary
