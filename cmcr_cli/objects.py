@@ -98,7 +98,7 @@ def finetune_objects(
         typer.echo(recipes.dump(resolved), nl=False)
         return
     setup_logging()
-    from cmcr_core.recon_training import run_object_finetune
+    from cmcr_core.object_classification import run_object_finetune
 
     if seeds < 1:
         fail(f"--seeds must be >= 1, got {seeds}")
@@ -122,7 +122,7 @@ def probe_objects(
         typer.echo(recipes.dump(resolved), nl=False)
         return
     setup_logging()
-    from cmcr_core.recon_training import run_object_probe
+    from cmcr_core.object_classification import run_object_probe
 
     out = out or Path("runs") / resolved.name
     try:

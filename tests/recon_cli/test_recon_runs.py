@@ -15,15 +15,15 @@ from cmcr_core.engine.checkpoint import load_checkpoint
 from cmcr_core.engine.schedules import OptimizerSettings, build_optimizer
 from cmcr_core.methods.recon import RECON_PRESETS, ReConMethod, extract_global_features, linear_probe
 from cmcr_core.models.point_transformer import PointTransformerClassifier
-from cmcr_core.recon_training import (
+from cmcr_core.object_classification import (
     ClassifierMethod,
     classifier_param_groups,
     eval_points,
     load_encoder_weights,
-    read_objects,
     run_object_finetune,
     run_object_probe,
 )
+from cmcr_core.recon_training import read_objects
 
 from .conftest import RECIPES
 
@@ -170,7 +170,7 @@ def test_cli_dispatches_recon_recipes(runner) -> None:
 
 def test_batch_norm_recalibration_gives_the_dataset_statistics() -> None:
     from cmcr_core.data.objects import ObjectPointDataset, make_synthetic_objects
-    from cmcr_core.recon_training import recalibrate_batch_norm
+    from cmcr_core.object_classification import recalibrate_batch_norm
 
     objects = make_synthetic_objects(2, 256, seed=3, image_size=8).objects
     dataset = ObjectPointDataset(objects, 128, "random", True, "rotate_y", seed=1)

@@ -1,0 +1,301 @@
+"""Object classification with a ReCon encoder: fine-tuning through the shared engine and linear probing.
+
+* ``run_object_finetune``: ``PointTransformerClassifier`` trained by the engine (one run folder per seed),
+  evaluated by overall accuracy on FPS-sampled test clouds, voting (mean +- std over votes) and per-class
+  accuracy; ``metrics.json`` aggregates the seeds.
+* ``run_object_probe``: logistic regression on frozen global features (PROTOCOLS.md §14.3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from cmcr_core.config import ObjectClassifyRecipe, ObjectDataConfig
+from cmcr_core.data.objects import (
+    ObjectBatch,
+    ObjectPointDataset,
+    ObjectSet,
+    augment_points,
+    collate_objects,
+)
+from cmcr_core.engine import distributed
+from cmcr_core.engine.checkpoint import load_checkpoint
+from cmcr_core.engine.method import Method
+from cmcr_core.methods.recon import (
+    extract_global_features,
+    overall_accuracy,
+    recon_param_groups,
+    voting_accuracy,
+)
+from cmcr_core.models.point_transformer import PointTransformerClassifier
+from cmcr_core.recon_training import (
+    METRICS_JSON,
+    encoder_sizes,
+    engine_run,
+    fps_pool_size,
+    read_objects,
+    train_dataset,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ClassifierMethod(Method):
+    """Fine-tuning as an engine ``Method``: cross-entropy of a ``PointTransformerClassifier``."""
+
+    def __init__(self, model: PointTransformerClassifier, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.model, self.label_smoothing = model, label_smoothing
+
+    def forward(self, batch: ObjectBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        logits = self.model(batch.points)
+        loss = F.cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing)
+        return {"ce": loss}, {"acc": (logits.argmax(1) == batch.labels).float().mean()}
+
+    def handoff(self) -> dict[str, Any]:
+        return {"student": self.model.encoder.state_dict()}
+
+
+def classifier_param_groups(method: ClassifierMethod, recipe: ObjectClassifyRecipe) -> list[dict[str, Any]]:
+    """Reference fine-tuning groups: the head (``cls_head_finetune`` in the reference, so ``cls``-named)
+    and the encoder's ``cls_token``/``cls_pos`` run at ``cls_lr_scale`` x lr; no decay on 1-D/bias/token."""
+    o = recipe.optim
+    groups = recon_param_groups(method.model.encoder, o.lr, o.weight_decay, o.cls_lr_scale)
+    for group in recon_param_groups(method.model.head, o.lr * o.cls_lr_scale, o.weight_decay):
+        groups.append({**group, "name": "cls_head" + group["name"].removeprefix("main")})
+    return groups
+
+
+def load_encoder_weights(encoder: torch.nn.Module, weights: str | Path) -> None:
+    """Load the ``student`` entry of a ReCon pretraining checkpoint into ``encoder`` (all keys must match)."""
+    payload = load_checkpoint(weights)
+    state = payload.get("student")
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: no 'student' entry (not a ReCon pretraining checkpoint)")
+    result = encoder.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{weights}: encoder weights do not match the recipe's model (missing {result.missing_keys[:4]}, "
+            f"unexpected {result.unexpected_keys[:4]}); check model.preset"
+        )
+
+
+def eval_points(objects: ObjectSet, data: ObjectDataConfig, num_points: int | None = None) -> Tensor:
+    """B x N x 3 FPS-sampled, unit-sphere-normalised, un-augmented clouds (evaluation protocol)."""
+    ds = ObjectPointDataset(objects, num_points or data.num_points, sampling="fps", normalize=True)
+    return torch.from_numpy(np.stack([ds[i]["points"] for i in range(len(ds))]))
+
+
+def per_class_accuracy(pred: Tensor, labels: Tensor, class_names: list[str]) -> dict[str, float]:
+    """Accuracy of each class present in ``labels`` (name -> accuracy)."""
+    return {
+        class_names[c]: float((pred[labels == c] == c).float().mean()) for c in sorted(set(labels.tolist()))
+    }
+
+
+@torch.no_grad()
+def _logits(model: PointTransformerClassifier, points: Tensor, batch_size: int) -> Tensor:
+    device = next(model.parameters()).device
+    return torch.cat(
+        [model(points[s : s + batch_size].to(device)).cpu() for s in range(0, len(points), batch_size)]
+    )
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(
+    model: torch.nn.Module, dataset: ObjectPointDataset, passes: int, batch_size: int
+) -> None:
+    """Re-estimate every batch norm's running mean/var as the cumulative average over ``passes`` epochs
+    of ``dataset`` in training mode (no gradients; dropout does not affect the BN inputs of the encoder)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    device = next(model.parameters()).device
+    for epoch in range(passes):
+        dataset.set_epoch(10**6 + epoch)  # draws unlike the training epochs'
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_objects, drop_last=True)
+        for batch in loader:
+            model(batch.points.to(device))
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+def evaluate_classifier(
+    model: PointTransformerClassifier, recipe: ObjectClassifyRecipe, test: ObjectSet
+) -> dict[str, Any]:
+    """Overall accuracy (one FPS pass), voting mean +- std over votes, per-class accuracy."""
+    model.eval()
+    points, labels = eval_points(test, recipe.data), torch.from_numpy(test.labels)
+    logits = _logits(model, points, recipe.data.eval_batch_size)
+    e = recipe.eval
+    augment = None
+    if e.vote_augmentation != "none":
+
+        def augment(subset: Tensor, generator: torch.Generator) -> Tensor:
+            # numpy augmentation per cloud, seeded from the vote generator (reproducible)
+            seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+            rng = np.random.default_rng(seed)
+            out = [augment_points(c.cpu().numpy(), e.vote_augmentation, rng) for c in subset]
+            return torch.from_numpy(np.stack(out).astype(np.float32)).to(subset.device)
+
+    pool_source = eval_points(test, recipe.data, fps_pool_size(recipe.data))
+    votes = voting_accuracy(
+        lambda p: _logits(model, p, recipe.data.eval_batch_size),
+        pool_source,
+        labels,
+        recipe.data.num_points,
+        e.num_votes,
+        e.num_subsets,
+        augment=augment,
+        seed=recipe.train.seed,
+    )
+    return {
+        "overall_accuracy": overall_accuracy(logits, labels),
+        "voting_mean": votes["mean"],
+        "voting_std": votes["std"],
+        "voting_votes": votes["votes"],
+        "per_class_accuracy": per_class_accuracy(logits.argmax(1), labels, test.class_names),
+    }
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std())}
+
+
+def run_object_finetune(
+    recipe: ObjectClassifyRecipe,
+    out_dir: str | Path,
+    weights: str | Path | None = None,
+    seeds: Iterable[int] = (0,),
+) -> dict[str, Any]:
+    """Fine-tune a classifier per seed (``out_dir/seed{s}``), evaluate it, write ``out_dir/metrics.json``.
+
+    ``weights``: ReCon pretraining checkpoint (``None`` = random initialisation).
+    """
+    out_dir = Path(out_dir)
+    train_set = read_objects(recipe.data, recipe.data.train_split)
+    test_set = read_objects(recipe.data, recipe.data.test_split)
+    num_classes = len(train_set.class_names)
+    runs = {}
+    for seed in seeds:
+        seeded = replace(recipe, train=replace(recipe.train, seed=int(seed)))
+        distributed.seed_process(seed)
+        model = PointTransformerClassifier(
+            num_classes,
+            **encoder_sizes(recipe.model),
+            drop_path_rate=recipe.model.drop_path_rate,
+            head=recipe.model.head,
+        )
+        if weights is not None:
+            load_encoder_weights(model.encoder, weights)
+        method = ClassifierMethod(model, recipe.loss.label_smoothing)
+        groups = classifier_param_groups(method, recipe)
+        dataset = train_dataset(seeded, train_set, needs_targets=False)
+        engine_run(seeded, method, dataset, out_dir / f"seed{seed}", False, groups, {}, None, None)
+        if recipe.eval.recalibrate_bn > 0:
+            recalibrate_batch_norm(model, dataset, recipe.eval.recalibrate_bn, recipe.data.batch_size)
+        metrics = evaluate_classifier(model.cpu(), seeded, test_set)
+        (out_dir / f"seed{seed}" / METRICS_JSON).write_text(json.dumps(metrics, indent=2))
+        runs[str(seed)] = metrics
+    summary = _summary(recipe, weights, runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_JSON).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _summary(
+    recipe: ObjectClassifyRecipe, weights: str | Path | None, runs: dict[str, Any]
+) -> dict[str, Any]:
+    keys = ("overall_accuracy", "voting_mean")
+    return {
+        "recipe": recipe.name,
+        "weights": str(weights) if weights is not None else None,
+        **{k: _mean_std([r[k] for r in runs.values()]) for k in keys if all(k in r for r in runs.values())},
+        "seeds": runs,
+    }
+
+
+def fit_linear_classifier(
+    train_x: Tensor, train_y: Tensor, num_classes: int, epochs: int, lr: float, weight_decay: float, seed: int
+) -> Callable[[Tensor], Tensor]:
+    """Full-batch multinomial logistic regression on standardised features; returns x -> logits."""
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    generator = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(train_x.shape[1], num_classes, generator=generator) * 0.01).requires_grad_()
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
+    x = (train_x - mean) / std
+    with torch.enable_grad():
+        for _ in range(epochs):
+            optimizer.zero_grad()
+            F.cross_entropy(x @ weight + bias, train_y).backward()
+            optimizer.step()
+    weight, bias = weight.detach(), bias.detach()
+    return lambda feats: ((feats - mean) / std) @ weight + bias
+
+
+def run_object_probe(
+    recipe: ObjectClassifyRecipe, out_dir: str | Path, weights: str | Path | None = None
+) -> dict[str, Any]:
+    """Linear probe on frozen global features of a (pretrained or random) encoder -> ``metrics.json``.
+
+    Voting here = the probe's logits averaged over random FPS subsets, reported as mean +- std over votes.
+    """
+    out_dir = Path(out_dir)
+    train_set = read_objects(recipe.data, recipe.data.train_split)
+    test_set = read_objects(recipe.data, recipe.data.test_split)
+    seed, e = recipe.train.seed, recipe.eval
+    distributed.seed_process(seed)
+    classifier = PointTransformerClassifier(
+        len(train_set.class_names), **encoder_sizes(recipe.model), drop_path_rate=0.0, head="linear"
+    )
+    encoder = classifier.encoder
+    if weights is not None:
+        load_encoder_weights(encoder, weights)
+    encoder.eval()
+    bs = recipe.data.eval_batch_size
+    train_y, test_y = torch.from_numpy(train_set.labels), torch.from_numpy(test_set.labels)
+    train_f = extract_global_features(encoder, eval_points(train_set, recipe.data), e.probe_features, bs)
+    test_f = extract_global_features(encoder, eval_points(test_set, recipe.data), e.probe_features, bs)
+    predict = fit_linear_classifier(
+        train_f, train_y, len(train_set.class_names), e.probe_epochs, e.probe_lr, e.probe_weight_decay, seed
+    )
+    logits = predict(test_f)
+    votes = voting_accuracy(
+        lambda p: predict(extract_global_features(encoder, p, e.probe_features, bs)),
+        eval_points(test_set, recipe.data, fps_pool_size(recipe.data)),
+        test_y,
+        recipe.data.num_points,
+        e.num_votes,
+        e.num_subsets,
+        seed=seed,
+    )
+    metrics = {
+        "recipe": recipe.name,
+        "weights": str(weights) if weights is not None else None,
+        "train_accuracy": overall_accuracy(predict(train_f), train_y),
+        "overall_accuracy": overall_accuracy(logits, test_y),
+        "voting_mean": votes["mean"],
+        "voting_std": votes["std"],
+        "voting_votes": votes["votes"],
+        "per_class_accuracy": per_class_accuracy(logits.argmax(1), test_y, test_set.class_names),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_JSON).write_text(json.dumps(metrics, indent=2))
+    return metrics
