@@ -74,6 +74,7 @@ class LossConfig:
     commitment: float = 0.0  # CMCR 1: weight of both L_commit_P and L_commit_V
     code_matching: float = 0.0  # CMCR 1: L_cmcm
     mim: float = 0.0  # CMCR 1: masked image modelling
+    mim_images: int = 0  # crops per step (per rank) with a MIM loss, drawn at random; 0 = all (published)
     occupancy: float = 0.0  # CMCR 1: L_occ
     intensity: float = 0.0  # CMCR 1: L_int
     codebook_size: int = 400

@@ -20,7 +20,9 @@ update when a process group exists), instead of relying on DDP's buffer broadcas
 
 Nearest-code search uses argmax of x·cᵀ (equal to argmin ‖x − c‖² because every codeword has unit norm)
 over chunks of rows, so memory is O(N) plus one (chunk, K) float32 block, never a float64 (N, K) distance
-matrix (defect D9).
+matrix (defect D9). Blocks of 4096 rows (6.5 MB of scores) stay in cache; 32768-row blocks ran about
+1.7× slower on the CPU. ``nearest_upsampled`` searches bilinearly upsampled maps from their
+low-resolution scores (the MIM path: h instead of D multiply-adds per pixel and code).
 """
 
 from __future__ import annotations
@@ -77,6 +79,14 @@ def codebook_usage(codes: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
     return torch.exp(entropy), (counts > 0).sum().float()
 
 
+def _bilinear_matrix(size_in: int, size_out: int, align_corners: bool, device: torch.device) -> Tensor:
+    """(size_out, size_in) float32 weights of 1-D bilinear resampling, exactly as ``F.interpolate`` computes
+    them: the interpolation of the identity (one channel per input position)."""
+    eye = torch.eye(size_in, dtype=torch.float64, device=device).reshape(1, size_in, 1, size_in)
+    weights = F.interpolate(eye, size=(1, size_out), mode="bilinear", align_corners=align_corners)
+    return weights[0, :, 0, :].t().float()
+
+
 class UnifiedCodebook(nn.Module):
     """K × D unit codewords with a two-modality EMA update.
 
@@ -101,7 +111,7 @@ class UnifiedCodebook(nn.Module):
         seed: int = 0,
         dead_code_reset: bool = False,
         dead_code_threshold: int = 300,
-        chunk_size: int = 32768,
+        chunk_size: int = 4096,
     ) -> None:
         super().__init__()
         if num_codes < 1 or dim < 1 or chunk_size < 1:
@@ -182,6 +192,49 @@ class UnifiedCodebook(nn.Module):
                     # (chunk, K) scores: argmax over the contiguous axis is ~3x faster than over K rows.
                     codes[image, start : start + block.shape[1]] = (block.t() @ table.t()).argmax(1)
         return codes.reshape(n_images, height, width)
+
+    def nearest_upsampled(
+        self, maps: Tensor, size: tuple[int, int], align_corners: bool = True, codebook: Tensor | None = None
+    ) -> Tensor:
+        """Nearest codeword of every pixel of ``F.interpolate(maps, size, mode="bilinear")``, without
+        building the upsampled features.
+
+        Scores are linear in the features and bilinear upsampling is linear (per channel), so the scores
+        of the upsampled pixels are the bilinear upsampling of the low-resolution scores: with My (H, h),
+        Mx (W, w) the interpolation matrices, x(y, x)·c = Σ_ab My[y, a]·Mx[x, b]·(maps[a, b]·c). The
+        (I, h, w, K) scores are interpolated along the width once, then each block of output rows is one
+        (rows, h) × (h, W·K) product and an argmax over the codes: h multiply-adds per (pixel, code)
+        instead of D. A positive per-pixel factor (the decoder's L2 normalisation) leaves the argmax
+        unchanged, so this equals ``nearest_map`` of the upsampled (and normalised) maps, float rounding
+        aside (scores within ~1e-6 of a tie may pick the other code of the tie).
+
+        Args:
+            maps: (I, D, h, w) features before upsampling.
+            size: (H, W) of the upsampled maps.
+            align_corners: as in ``F.interpolate`` (the decoders use True).
+            codebook: (K, D) unit codewords (default: the current ``embedding``).
+
+        Returns:
+            (I, H, W) int64 code indices.
+        """
+        if maps.dim() != 4 or maps.shape[1] != self.dim:
+            raise ValueError(f"maps must be (I, {self.dim}, h, w), got {tuple(maps.shape)}")
+        table = self.embedding if codebook is None else codebook
+        n_images, _, low_h, low_w = maps.shape
+        height, width = int(size[0]), int(size[1])
+        codes = torch.empty(n_images, height, width, dtype=torch.int64, device=maps.device)
+        with torch.no_grad(), torch.autocast(device_type=maps.device.type, enabled=False):
+            rows_weights = _bilinear_matrix(low_h, height, align_corners, maps.device)  # (H, h)
+            cols_weights = _bilinear_matrix(low_w, width, align_corners, maps.device)  # (W, w)
+            scores = torch.einsum("idab,kd->iabk", maps.float(), table.float())  # (I, h, w, K)
+            rows = max(1, self.chunk_size // width)
+            for image in range(n_images):
+                along_width = torch.einsum("xb,abk->axk", cols_weights, scores[image])  # (h, W, K)
+                flat = along_width.reshape(low_h, width * self.num_codes)
+                for start in range(0, height, rows):
+                    block = rows_weights[start : start + rows] @ flat  # (rows, W·K)
+                    codes[image, start : start + rows] = block.view(-1, width, self.num_codes).argmax(2)
+        return codes
 
     def quantize(
         self, vectors: Tensor, codebook: Tensor | None = None, base: Tensor | None = None,

@@ -8,7 +8,7 @@ Wiring of one step (§7.13), every loss on when its weight is > 0::
     L_orth   = ‖Fᵀ l2n(G)‖_F / 64²
     P, Vf    = F, Fi at sample 2 (independent by default)   kP, kV = nearest codes on the step's codebook
     L_commit_P, L_commit_V, L_cmcm from P, Vf and the codebook
-    L_mim    = mse(MIMDecoder(Gi + STE(q(Fi))), unmasked image)
+    L_mim    = mse(MIMDecoder(Gi + STE(q(Fi))), unmasked image)   (all crops, or ``mim_images`` drawn ones)
     L_occ, L_int over (query, neighbour) pairs: MLP([Z[voxel(j)], x_q − p_j]) with Z = G + STE(q(F))
     EMA update of the codebook from (P, Vf, kP, kV), averaged over ranks, then renormalised
 
@@ -17,6 +17,13 @@ assignments use that snapshot, so the in-place EMA update cannot disturb autogra
 codewords are the pre-update ones (§7.7, [assumed]). The gradient flow is the table of §7.12 (tested in
 tests/cmcr/test_gradient_flow.py). Modules of losses that are off are not built, so every parameter of
 the method receives a gradient and DDP needs no ``find_unused_parameters`` (defect D12).
+
+Cost (docs/cmcr.md "Cost"): the pixels' codes come from the decoder's low-resolution map
+(``UnifiedCodebook.nearest_upsampled``: scores are linear, so they are upsampled instead of the features),
+the fused MIM input is built channels-last (the layout the MIM decoder's convolutions run in), and the
+occupancy MLP's first layer runs once per voxel (``OccupancyMLP.forward_factored``). ``mim_images`` > 0
+is a cost knob, off in the published recipe: the MIM loss of that many crops drawn at random per step,
+an unbiased estimate of the all-crop mean (every crop has the same size).
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ class CMCR(Method):
         temperature: τ of PointInfoNCE.
         commitment_beta: β of the commitment losses.
         code_matching_temperature: τ of the CMCM soft assignments (1 in the reference).
+        mim_images: 0 (published): MIM over every crop of the step; k > 0: over k crops drawn uniformly
+            without replacement each step (own generator, checkpointed), all crops when fewer exist.
         occupancy_radius, occupancy_max_neighbours: neighbour search of the occupancy queries.
         shared_codebook_pairs: reuse the NCE pair sample for the codebook (reference: independent).
         seed: seed of the pair generators (``generators()``).
@@ -95,6 +104,7 @@ class CMCR(Method):
         temperature: float = 0.07,
         commitment_beta: float = 0.25,
         code_matching_temperature: float = 1.0,
+        mim_images: int = 0,
         occupancy_radius: float = 1.0,
         occupancy_max_neighbours: int = 32,
         shared_codebook_pairs: bool = False,
@@ -111,6 +121,8 @@ class CMCR(Method):
             raise ValueError(f"CMCR loss weights must be >= 0, got {negative}")
         if not any(w > 0 for w in self.weights.values()):
             raise ValueError("every CMCR loss weight is 0: set at least one loss weight > 0")
+        if mim_images < 0:
+            raise ValueError(f"loss.mim_images must be >= 0 (0 = every crop), got {mim_images}")
         if num_matches < 1 or temperature <= 0:
             raise ValueError(f"need num_matches >= 1 and temperature > 0, got {num_matches}, {temperature}")
         needs = {"specific_decoder": (mim_weight > 0, specific_decoder),
@@ -141,12 +153,14 @@ class CMCR(Method):
         self.temperature = temperature
         self.commitment_beta = commitment_beta
         self.code_matching_temperature = code_matching_temperature
+        self.mim_images = mim_images
         self.occupancy_radius = occupancy_radius
         self.occupancy_max_neighbours = occupancy_max_neighbours
         self.shared_codebook_pairs = shared_codebook_pairs
         self.seed = seed
         self.pair_generator = torch.Generator().manual_seed(seed)
         self.codebook_pair_generator = torch.Generator().manual_seed(seed + 1)
+        self.mim_image_generator = torch.Generator().manual_seed(seed + 2)
 
     def _apply(self, fn: Any, recurse: bool = True) -> CMCR:
         # Pairs are sampled on the features' device (no host round trip, defect D11), so the generators
@@ -156,6 +170,7 @@ class CMCR(Method):
         if self.pair_generator.device != device:
             self.pair_generator = torch.Generator(device=device).manual_seed(self.seed)
             self.codebook_pair_generator = torch.Generator(device=device).manual_seed(self.seed + 1)
+            self.mim_image_generator = torch.Generator(device=device).manual_seed(self.seed + 2)
         return result
 
     def handoff(self) -> dict[str, Any]:
@@ -163,9 +178,13 @@ class CMCR(Method):
         return {"student": self.student.state_dict(), "teacher": self.teacher.info.to_dict()}
 
     def generators(self) -> dict[str, torch.Generator]:
-        """Named random generators to checkpoint with the run (exact resume)."""
-        return {"pairs": self.pair_generator, "codebook_pairs": self.codebook_pair_generator,
-                "codebook_reset": self.codebook.generator}
+        """Named random generators to checkpoint with the run (exact resume); ``mim_images`` only when
+        that knob draws crops (checkpoints of the published setting keep their three names)."""
+        named = {"pairs": self.pair_generator, "codebook_pairs": self.codebook_pair_generator,
+                 "codebook_reset": self.codebook.generator}
+        if self.mim_images > 0 and self.mim_decoder is not None:
+            named["mim_images"] = self.mim_image_generator
+        return named
 
     @property
     def uses_codebook_pairs(self) -> bool:
@@ -189,9 +208,12 @@ class CMCR(Method):
         losses: dict[str, Tensor] = {}
         metrics: dict[str, Tensor] = {}
         mim_on, occupancy_on = w["mim"] > 0, w["occupancy"] > 0 or w["intensity"] > 0
-        # Every voxel / pixel is assigned once per step; the pair sample reuses those codes.
-        voxel_codes = self.codebook.nearest(shared, table) if occupancy_on else None  # (V,)
-        pixel_codes_map = self.codebook.nearest_map(pixels, table) if mim_on else None  # (I, H, W)
+        # Every pixel of the MIM crops is assigned once per step; the pair sample reuses those codes.
+        mim_images, pixel_codes_map = None, None
+        if mim_on:
+            mim_images = self._draw_mim_images(pixels.shape[0], device)  # None = every crop
+            low = encoded if mim_images is None else encoded[mim_images]
+            pixel_codes_map = self._pixel_codes(low, size, table)  # (I or k, H, W)
 
         first = None
         if w["point_nce"] > 0 or self.shared_codebook_pairs:
@@ -209,15 +231,9 @@ class CMCR(Method):
                 num_pairs, self.num_matches, device, self.codebook_pair_generator)
             point_vectors = shared[batch.pairing_points[second]]  # P
             pixel_vectors = gather_pixel_features(pixels, batch.pairing_images[second])  # Vf
-            if voxel_codes is None:
-                point_codes = self.codebook.nearest(point_vectors, table)
-            else:
-                point_codes = voxel_codes[batch.pairing_points[second]]
-            if pixel_codes_map is None:
-                pixel_codes = self.codebook.nearest(pixel_vectors, table)
-            else:
-                image, row, col = batch.pairing_images[second].unbind(1)
-                pixel_codes = pixel_codes_map[image, row, col]
+            point_codes = self.codebook.nearest(point_vectors, table)
+            pixel_codes = self._pair_pixel_codes(pixel_vectors, batch.pairing_images[second], table,
+                                                 pixel_codes_map, mim_images, pixels.shape[0])
             if w["commitment"] > 0:
                 commit_p, commit_v = commitment_losses(point_vectors, pixel_vectors, table[point_codes],
                                                        table[pixel_codes], self.commitment_beta)
@@ -231,9 +247,10 @@ class CMCR(Method):
             update = (point_vectors.detach(), pixel_vectors.detach(), point_codes, pixel_codes)
 
         if mim_on:
-            losses["mim"] = w["mim"] * self._mim_loss(batch, encoded, pixels, table, pixel_codes_map, size)
+            losses["mim"] = w["mim"] * self._mim_loss(batch, encoded, pixels, table, pixel_codes_map, size,
+                                                      mim_images)
         if occupancy_on:
-            loss_occ, loss_int = self._occupancy_losses(batch, shared, specific, table, voxel_codes)
+            loss_occ, loss_int = self._occupancy_losses(batch, shared, specific, table)
             if w["occupancy"] > 0:
                 losses["occupancy"] = w["occupancy"] * loss_occ
             if w["intensity"] > 0:
@@ -243,34 +260,92 @@ class CMCR(Method):
             self.codebook.update(*update)
         return losses, metrics
 
+    def _draw_mim_images(self, num_images: int, device: torch.device) -> Tensor | None:
+        """Sorted indices of the crops whose MIM loss is computed this step; None = every crop."""
+        if self.mim_images == 0 or self.mim_images >= num_images:
+            return None
+        drawn = torch.randperm(num_images, generator=self.mim_image_generator, device=device)
+        return drawn[: self.mim_images].sort().values
+
+    def _pixel_codes(self, encoded: Tensor, size: tuple[int, int], table: Tensor) -> Tensor:
+        """Nearest codes of F²ᴰ = l2n(bilinear(conv(E))) at every pixel, from the low-resolution map.
+
+        The 1×1 convolution is re-run without autograd on the small encoder map (a negligible cost);
+        searching its bilinear upsampling equals searching the normalised pixels (see
+        ``UnifiedCodebook.nearest_upsampled``).
+        """
+        decoder = self.decoder
+        if not isinstance(decoder, PixelDecoder):
+            raise TypeError(f"CMCR's decoder must be a PixelDecoder, got {type(decoder).__name__}")
+        with torch.no_grad():
+            low = decoder.conv(encoded)
+        return self.codebook.nearest_upsampled(low, size, decoder.align_corners, table)
+
+    def _pair_pixel_codes(self, vectors: Tensor, where: Tensor, table: Tensor, codes_map: Tensor | None,
+                          mim_images: Tensor | None, num_images: int) -> Tensor:
+        """Codes of the pair sample's pixels: looked up in the MIM code map where it covers their crop,
+        searched directly otherwise (crops left out by ``mim_images``, or MIM off).
+
+        Args:
+            vectors: (M, D) pixel features of the pairs.
+            where: (M, 3) int64 (image, row, column) of the pairs.
+            table: the step's codebook.
+            codes_map: (k, H, W) codes of the crops ``mim_images`` (of every crop when that is None).
+            mim_images: (k,) sorted crop indices, or None.
+            num_images: crops in the batch.
+        """
+        if codes_map is None:
+            return self.codebook.nearest(vectors, table)
+        image, row, col = where.unbind(1)
+        if mim_images is None:
+            return codes_map[image, row, col]
+        slot = torch.full((num_images,), -1, dtype=torch.int64, device=where.device)
+        slot[mim_images] = torch.arange(len(mim_images), device=where.device)
+        pair_slot = slot[image]
+        looked_up = codes_map[pair_slot.clamp_min(0), row, col]
+        return torch.where(pair_slot >= 0, looked_up, self.codebook.nearest(vectors, table))
+
     def _mim_loss(self, batch: Batch, encoded: Tensor, pixels: Tensor, table: Tensor, codes: Tensor,
-                  size: tuple[int, int]) -> Tensor:
-        """mse(MIMDecoder(G²ᴰ + STE(q(F²ᴰ))), unmasked image) over every pixel and channel."""
-        specific = self.specific_decoder(encoded, output_size=size)
+                  size: tuple[int, int], mim_images: Tensor | None) -> Tensor:
+        """mse(MIMDecoder(G²ᴰ + STE(q(F²ᴰ))), unmasked image) over every pixel and channel of every crop
+        (of the ``mim_images`` drawn crops).
+
+        The specific decoder runs on a channels-last encoder map, so G²ᴰ, the fused input and the MIM
+        decoder's convolutions share one layout (no full-resolution layout copy).
+        """
+        target = batch.images if batch.target_images is None else batch.target_images
+        if mim_images is not None:
+            encoded, pixels, target = encoded[mim_images], pixels[mim_images], target[mim_images]
+        specific = self.specific_decoder(encoded.contiguous(memory_format=torch.channels_last),
+                                         output_size=size)
         fused = self.codebook.quantize_map(pixels, table, base=specific, codes=codes)
         reconstruction = self.mim_decoder(fused)
-        target = batch.images if batch.target_images is None else batch.target_images
         with torch.autocast(device_type=reconstruction.device.type, enabled=False):
             return F.mse_loss(reconstruction.float(), target.float().div_(255.0))
 
     def _occupancy_losses(
-        self, batch: Batch, shared: Tensor, specific: Tensor, table: Tensor, codes: Tensor
+        self, batch: Batch, shared: Tensor, specific: Tensor, table: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """L_occ, L_int over (query, neighbour point) pairs, features Z = G³ᴰ + STE(q(F³ᴰ)) per voxel."""
+        """L_occ, L_int over (query, neighbour point) pairs, features Z = G³ᴰ + STE(q(F³ᴰ)) per voxel.
+
+        Only the voxels of some pair are assigned, quantised and projected by the MLP's first layer (the
+        others do not reach the losses).
+        """
         if OCCUPANCY_EXTRAS not in batch.extras:
             raise ValueError(
                 "the occupancy/intensity losses need occupancy queries in the batch: build the dataset with "
                 "extras_hook=cmcr_core.data.occupancy.OccupancyQueries() (cmcr_core.pretrain does this)"
             )
         queries = batch.extras[OCCUPANCY_EXTRAS]
-        fused = self.codebook.quantize(shared, table, base=specific, codes=codes)
         query_index, point_index = radius_neighbours(
             queries[:, :3], batch.points[:, :3], self.occupancy_radius, self.occupancy_max_neighbours,
             batch.extras[f"{OCCUPANCY_EXTRAS}_batch"], batch.point_batch,
         )
+        used, pair_voxel = torch.unique(batch.point_to_voxel[point_index], return_inverse=True)
+        fused = self.codebook.quantize(shared[used], table, base=specific[used])  # Z of the used voxels
         offsets = (queries[query_index, :3] - batch.points[point_index, :3]).to(fused.dtype)
-        inputs = torch.cat([fused[batch.point_to_voxel[point_index]], offsets], dim=1)
-        outputs = self.occupancy_mlp(inputs)
+        # = MLP(cat([Z[voxel(j)], offset])): the first layer's feature part runs once per voxel.
+        outputs = self.occupancy_mlp.forward_factored(fused, pair_voxel, offsets)
         return occupancy_losses(outputs, queries[query_index, QUERY_OCCUPANCY],
                                 queries[query_index, QUERY_INTENSITY])
 
@@ -312,6 +387,7 @@ def build_cmcr(recipe: PretrainRecipe) -> CMCR:
         commitment_weight=loss.commitment,
         code_matching_weight=loss.code_matching,
         mim_weight=loss.mim,
+        mim_images=loss.mim_images,
         occupancy_weight=loss.occupancy,
         intensity_weight=loss.intensity,
         num_matches=loss.num_matches,
