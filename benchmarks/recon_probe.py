@@ -1,175 +1,131 @@
-"""Linear probe on frozen ReCon global features: briefly pretrained encoder vs random initialisation.
+"""Linear probe of ReCon encoders on the synthetic objects: pretrained vs random initialisation, via the CLI.
 
-Synthetic objects (8 parametric classes), stand-in teachers (a random tiny CNN on the rendered views for
-the image targets, fixed random unit vectors per class for the text targets), AdamW pretraining
-through the shared engine (``cmcr_core.engine.train`` with ``recon_param_groups``), then a
-logistic-regression probe on the SVM-protocol features (2C: max over the queries, max + mean
-pool of the patch tokens) of FPS-sampled, un-augmented clouds. Everything on the CPU.
+Runs the real commands, one process each (the same code path as a user):
+
+1. ``cmcr prepare objects --synthetic`` (8 classes; 16 train + 16 test objects per class by default);
+2. per seed s: ``cmcr pretrain --recipe recipes/recon_synthetic.yaml --set train.seed=s``;
+3. per seed s: ``cmcr probe --recipe recipes/recon_probe_synthetic.yaml --set train.seed=s`` without
+   weights (random encoder drawn from seed s) and with ``--weights`` of pretraining seed s;
+
+then prints one JSON object: per-seed and mean +- std (population std over seeds) overall accuracy and
+voting mean for both encoders, the pretraining losses (first and last logged step), and the wall time.
 
 Usage:
 
-    python benchmarks/recon_probe.py --threads 1
-    python benchmarks/recon_probe.py --epochs 40 --preset ci64 --seeds 0 1 2
+    python benchmarks/recon_probe.py --threads 1 --seeds 0 1 2 --work /tmp/recon_probe
+    python benchmarks/recon_probe.py --probe-set eval.probe_features=tokens   # patch tokens only
 
-Prints one line per (seed, encoder) and the mean over seeds. Note that the text targets are class vectors,
-so ``rec+img+text`` sees class identity through its text teacher, as ReCon does through category texts;
-``rec+img`` (w_text = 0) and ``rec`` (reconstruction only) show what is learnt without it.
+Reuses the data and pretraining run folders already in ``--work`` (delete them to start over).
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from cmcr_core.data.objects import (
-    SHAPE_CLASSES,
-    ObjectPointDataset,
-    TinyImageTeacher,
-    class_text_vectors,
-    collate_objects,
-    make_synthetic_objects,
-    precompute_teacher_targets,
-)
-from cmcr_core.engine import OptimizerSettings, TrainSettings, train
-from cmcr_core.methods.recon import (
-    RECON_PRESETS,
-    ReConMethod,
-    extract_global_features,
-    linear_probe,
-    recon_param_groups,
-)
-
-IMG_DIM, TEXT_DIM = 32, 24
-VARIANTS = {
-    "random": None,
-    "rec+img+text": dict(w_rec=1.0, w_img=1.0, w_text=1.0),
-    "rec+img": dict(w_rec=1.0, w_img=1.0, w_text=0.0),
-    "rec": dict(w_rec=1.0, w_img=0.0, w_text=0.0),
-}
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
 
 
-def pretrain(
-    method: ReConMethod, dataset: ObjectPointDataset, epochs: int, batch_size: int, lr: float, seed: int
-) -> list[dict[str, float]]:
-    """Pretrain with the shared engine (AdamW, reference param groups, constant lr); mean losses per epoch."""
-    steps_per_epoch = len(dataset) // batch_size
-
-    def batches(epoch: int, start: int):
-        dataset.set_epoch(epoch)
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        loader = DataLoader(
-            dataset,
-            batch_size,
-            sampler=order[start * batch_size :].tolist(),
-            drop_last=True,
-            collate_fn=collate_objects,
-        )
-        return loader
-
-    settings = TrainSettings.for_epochs(
-        epochs,
-        steps_per_epoch,
-        optimizer=OptimizerSettings(name="adamw", lr=lr, weight_decay=0.05),
-        checkpoint_every=0,
-        log_every=1,
-        display_every=10**9,
+def cmcr(args: list[str], threads: int) -> None:
+    """Run one ``cmcr`` command in a fresh process with ``threads`` intra-op threads; raise on failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "cmcr_cli", *args], env=env, cwd=ROOT, capture_output=True, text=True
     )
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = train(method, batches, run_dir, settings, param_groups=recon_param_groups(method, lr, 0.05))
-    history = []
-    for epoch in range(epochs):
-        rows = [r for r in result.records if (r["step"] - 1) // steps_per_epoch == epoch]
-        history.append(
-            {k: sum(r[k] for r in rows) / len(rows) for k in ("rec", "img", "text") if k in rows[0]}
-        )
-    return history
+    if result.returncode != 0:
+        raise SystemExit(f"cmcr {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+
+
+def sets(items: list[str]) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def losses(run: Path) -> dict[str, list[float]]:
+    """First and last logged value of each pretraining loss term."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    terms = [k for k in ("rec", "img", "text", "smc") if k in records[0]]
+    return {k: [round(records[0][k], 4), round(records[-1][k], 4)] for k in terms}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="ci64", choices=sorted(RECON_PRESETS))
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--points", type=int, default=256)
-    parser.add_argument("--train-per-class", type=int, default=16)
-    parser.add_argument("--test-per-class", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--work", type=Path, default=Path("runs/recon_probe_benchmark"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-per-class", type=int, default=16)
+    parser.add_argument("--test-per-class", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=None, help="pretraining epochs (recipe: 30)")
+    parser.add_argument("--pretrain-set", nargs="*", default=[], help="extra --set items for cmcr pretrain")
+    parser.add_argument("--probe-set", nargs="*", default=[], help="extra --set items for cmcr probe")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    work, threads = args.work, args.threads
+    if args.epochs is not None:
+        args.pretrain_set.append(f"train.epochs={args.epochs}")
+    start = time.perf_counter()
 
-    classes = SHAPE_CLASSES
-    train = make_synthetic_objects(
-        args.train_per_class, 1024, seed=100, classes=classes, image_size=args.image_size
-    )
-    test = make_synthetic_objects(
-        args.test_per_class,
-        1024,
-        seed=100,
-        classes=classes,
-        image_size=args.image_size,
-        first_index=len(train.objects),
-    )
-    teacher = TinyImageTeacher(out_dim=IMG_DIM, seed=0)
-    text = class_text_vectors(len(classes), TEXT_DIM, seed=0, num_prompts=4)
-    targets = precompute_teacher_targets(
-        train.images,
-        train.objects.ids,
-        train.objects.labels,
-        teacher,
-        text,
-        num_views=4,
-        image_size=args.image_size,
-    )
-    pretrain_set = ObjectPointDataset(train.objects, args.points, "random", True, "rotate_y", targets)
-
-    def probe_points(objects):
-        ds = ObjectPointDataset(objects, args.points, sampling="fps", normalize=True)
-        return torch.from_numpy(np.stack([ds[i]["points"] for i in range(len(ds))]))
-
-    train_x, test_x = probe_points(train.objects), probe_points(test.objects)
-    train_y = torch.from_numpy(train.objects.labels)
-    test_y = torch.from_numpy(test.objects.labels)
-    print(
-        f"{len(classes)} classes, {len(train_y)} train / {len(test_y)} test objects, N={args.points}, "
-        f"preset={args.preset}, epochs={args.epochs}, batch={args.batch}, lr={args.lr}, "
-        f"threads={args.threads}; chance = {1 / len(classes):.3f}"
-    )
-    results: dict[str, list[float]] = {v: [] for v in args.variants}
+    objects = work / "objects"
+    if not (objects / "teacher_targets.npz").is_file():
+        cmcr(
+            [
+                "prepare", "objects", "--synthetic", "--out", str(objects), "--image-size", "32",
+                "--train-per-class", str(args.train_per_class), "--test-per-class", str(args.test_per_class),
+                "--points", "1024",
+            ],
+            threads,
+        )  # fmt: skip
+    probe = ["probe", "--recipe", str(RECIPES / "recon_probe_synthetic.yaml")]
+    probe += ["--data", str(objects / "modelnet40_normal_resampled")]
+    rows: dict[str, list[dict]] = {"random": [], "pretrained": []}
+    pretraining = {}
     for seed in args.seeds:
-        for variant in args.variants:
-            torch.manual_seed(seed)
-            weights = VARIANTS[variant] or {}
-            method = ReConMethod(**RECON_PRESETS[args.preset], img_dim=IMG_DIM, text_dim=TEXT_DIM, **weights)
-            start = time.perf_counter()
-            history = (
-                pretrain(method, pretrain_set, args.epochs, args.batch, args.lr, seed) if weights else []
-            )
-            elapsed = time.perf_counter() - start
-            feats_train = extract_global_features(method.encoder, train_x, kind="svm")
-            feats_test = extract_global_features(method.encoder, test_x, kind="svm")
-            probe = linear_probe(feats_train, train_y, feats_test, test_y, len(classes), seed=seed)
-            results[variant].append(probe["test_acc"])
-            losses = ""
-            if history:
-                first, last = history[0], history[-1]
-                losses = " ".join(f"{k} {first[k]:.3f}->{last[k]:.3f}" for k in first)
-            print(
-                f"seed {seed} {variant:13s} probe train {probe['train_acc']:.3f} test {probe['test_acc']:.3f}"
-                f"  pretrain {elapsed:5.1f}s {losses}"
-            )
-    for variant, accs in results.items():
-        print(
-            f"mean over {len(accs)} seed(s): {variant:13s} test acc {np.mean(accs):.3f} +- {np.std(accs):.3f}"
-        )
+        run = work / f"pretrain_s{seed}"
+        if not (run / "checkpoint.pt").is_file():
+            pre = ["pretrain", "--recipe", str(RECIPES / "recon_synthetic.yaml")]
+            pre += ["--data", str(objects / "ShapeNet55-34"), "--out", str(run)]
+            pre += sets([f"data.targets={objects / 'teacher_targets.npz'}", f"train.seed={seed}"])
+            cmcr(pre + sets(args.pretrain_set), threads)
+        pretraining[str(seed)] = losses(run)
+        for kind, weights in (("random", []), ("pretrained", ["--weights", str(run / "checkpoint.pt")])):
+            out = work / f"probe_{kind}_s{seed}"
+            probe_sets = sets([f"train.seed={seed}", *args.probe_set])
+            cmcr(probe + weights + ["--out", str(out)] + probe_sets, threads)
+            metrics = json.loads((out / "metrics.json").read_text())
+            rows[kind].append({"seed": seed, **{k: metrics[k] for k in ("overall_accuracy", "voting_mean")}})
+            rows[kind][-1]["train_accuracy"] = metrics["train_accuracy"]
+    report = {
+        "setup": {
+            "objects": f"8 classes, {8 * args.train_per_class} train / {8 * args.test_per_class} test",
+            "pretrain": "recipes/recon_synthetic.yaml " + " ".join(args.pretrain_set),
+            "probe": "recipes/recon_probe_synthetic.yaml " + " ".join(args.probe_set),
+            "seeds": args.seeds,
+            "seed_meaning": "random: encoder initialisation seed; pretrained: pretraining seed (train.seed)",
+            "threads": threads,
+        },
+        **{
+            kind: {
+                "overall_accuracy": mean_std([r["overall_accuracy"] for r in per_seed]),
+                "voting_mean": mean_std([r["voting_mean"] for r in per_seed]),
+                "per_seed": per_seed,
+            }
+            for kind, per_seed in rows.items()
+        },
+        "pretraining_losses_first_last": pretraining,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`cmcr finetune` and `cmcr probe`: LiDAR semantic segmentation from a pretrained or random student."""
+"""`cmcr finetune` and `cmcr probe`: LiDAR semantic segmentation from a pretrained or random student;
+`task: classification` recipes (ReCon objects) are handed to `cmcr_cli.objects`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ def _run(mode: str, recipe: Path, data: Path | None, weights: Path | None, label
     sets = list(set_ or [])
     if data is not None:
         sets.append(f"data.path={data}")
+    from cmcr_cli.objects import is_object_classification_recipe
+
+    if is_object_classification_recipe(recipe):  # ReCon object classification: its own schema and runner
+        _run_objects(mode, recipe, sets, weights, out, seeds, dry_run, label_fraction=label_fraction,
+                     resume=resume, allow_voxel_mismatch=allow_voxel_mismatch,
+                     export_predictions=export_predictions)
+        return
     if label_fraction is not None:
         sets.append(f"data.label_fraction={label_fraction}")
     resolved = load_recipe_or_fail(recipe, sets, "finetune")
@@ -54,6 +62,23 @@ def _run(mode: str, recipe: Path, data: Path | None, weights: Path | None, label
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         fail(str(exc))
     _print_report(runs, summary, out, export_predictions)
+
+
+def _run_objects(mode: str, recipe: Path, sets: list[str], weights: Path | None, out: Path | None, seeds: int,
+                 dry_run: bool, **segmentation_only: Any) -> None:
+    """`task: classification` recipes go to `cmcr_cli.objects`; segmentation-only flags are refused."""
+    flags = {"label_fraction": "--label-fraction", "resume": "--resume",
+             "allow_voxel_mismatch": "--allow-voxel-mismatch", "export_predictions": "--export-predictions"}
+    given = [flags[k] for k, v in segmentation_only.items() if v not in (None, False)]
+    if given:
+        fail(f"{', '.join(given)}: not available for object classification; {recipe} has "
+             "task: classification (these options are for segmentation recipes); drop them")
+    from cmcr_cli.objects import finetune_objects, probe_objects
+
+    if mode == "probe":
+        probe_objects(recipe, sets, out, weights, seeds, dry_run)
+    else:
+        finetune_objects(recipe, sets, out, weights, seeds, dry_run)
 
 
 def _print_report(runs: list, summary: dict | None, out: Path, export: Path | None) -> None:

@@ -112,21 +112,28 @@ def finetune_objects(
 
 
 def probe_objects(
-    recipe: Path, sets: list[str], out: Path | None, weights: Path | None, dry_run: bool
+    recipe: Path, sets: list[str], out: Path | None, weights: Path | None, seeds: int, dry_run: bool
 ) -> None:
-    """`cmcr probe` for a `task: classification` recipe: linear classifier on frozen global features."""
+    """`cmcr probe` for a `task: classification` recipe: linear classifier on frozen global features.
+    One seed: metrics.json in `out`; several (S..S+seeds-1): one folder each, mean +- std in `out`."""
     from cmcr_core import recipes
 
     resolved = _load(recipe, sets, "classify")
     if dry_run:
         typer.echo(recipes.dump(resolved), nl=False)
         return
+    if seeds < 1:
+        fail(f"--seeds must be >= 1, got {seeds}")
     setup_logging()
-    from cmcr_core.object_classification import run_object_probe
+    from cmcr_core.object_classification import run_object_probe, run_object_probe_seeds
 
     out = out or Path("runs") / resolved.name
+    first = resolved.train.seed
     try:
-        metrics = run_object_probe(resolved, out, weights)
+        if seeds == 1:
+            metrics = run_object_probe(resolved, out, weights)
+        else:
+            metrics = run_object_probe_seeds(resolved, out, weights, range(first, first + seeds))
     except (ValueError, KeyError, FileNotFoundError) as exc:
         fail(str(exc))
     _report(metrics, out)

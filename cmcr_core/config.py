@@ -393,8 +393,12 @@ class ObjectEvalConfig:
     # over this many passes of the training set (training sampling/augmentation, no gradients). Off in the
     # reference; short CPU runs need it because the running statistics lag the fast-moving weights.
     recalibrate_bn: int = 0
-    probe_features: Literal["svm", "finetune"] = "svm"
-    probe_epochs: int = 300
+    # svm: 2C = max over the queries, max + mean pool of the tokens (reference); tokens: 2C = max and mean
+    # pool of the tokens only; finetune: the 4C fine-tuning feature
+    probe_features: Literal["svm", "tokens", "finetune"] = "svm"
+    probe_classifier: Literal["svc", "logistic"] = "svc"  # svc: LinearSVC(C = probe_c) on raw features
+    probe_c: float = 0.075
+    probe_epochs: int = 300  # logistic only (with probe_lr, probe_weight_decay)
     probe_lr: float = 0.1
     probe_weight_decay: float = 1e-4
 

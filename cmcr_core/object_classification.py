@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from cmcr_core.config import ObjectClassifyRecipe, ObjectDataConfig
+from cmcr_core.config import ObjectClassifyRecipe, ObjectDataConfig, ObjectEvalConfig
 from cmcr_core.data.objects import (
     ObjectBatch,
     ObjectPointDataset,
@@ -250,6 +250,56 @@ def fit_linear_classifier(
     return lambda feats: ((feats - mean) / std) @ weight + bias
 
 
+def fit_linear_svc(
+    train_x: Tensor, train_y: Tensor, num_classes: int, c: float = 0.075
+) -> Callable[[Tensor], Tensor]:
+    """Torch equivalent of ``sklearn.svm.LinearSVC(C=c)`` (the reference probe): one-vs-rest, squared hinge,
+    L2 penalty on the weights *and* the intercept (liblinear's ``intercept_scaling = 1``), raw features.
+
+    Each class solves ``min 0.5 |w|^2 + c * sum_i max(0, 1 - y_i (w . [x_i, 1]))^2`` (y = +-1) exactly by a
+    generalised Newton method with backtracking (the objective is strongly convex and piecewise quadratic).
+    Returns x -> decision values (B x classes).
+    """
+    if c <= 0:
+        raise ValueError(f"linear SVC: C must be > 0, got {c}")
+    x = torch.cat([train_x.double(), torch.ones(len(train_x), 1, dtype=torch.float64)], dim=1)
+    eye = torch.eye(x.shape[1], dtype=torch.float64)
+    weights = []
+    for k in range(num_classes):
+        y = (train_y == k).double() * 2 - 1
+        w = torch.zeros(x.shape[1], dtype=torch.float64)
+
+        def objective(w: Tensor, y: Tensor = y) -> Tensor:
+            return 0.5 * w @ w + c * (1 - y * (x @ w)).clamp_min(0).square().sum()
+
+        for _ in range(100):
+            margin = 1 - y * (x @ w)
+            active = margin > 0
+            xa = x[active]
+            grad = w - 2 * c * xa.T @ (y[active] * margin[active])
+            if float(grad.norm()) <= 1e-10 * max(1.0, float(w.norm())):
+                break
+            step = torch.linalg.solve(eye + 2 * c * xa.T @ xa, grad)
+            value, t = objective(w), 1.0
+            while t > 1e-12 and objective(w - t * step) > value - 1e-4 * t * (grad @ step):
+                t /= 2
+            w = w - t * step
+        weights.append(w)
+    stacked = torch.stack(weights, dim=1)  # (D + 1) x classes
+    return lambda feats: (feats.double() @ stacked[:-1] + stacked[-1]).float()
+
+
+def fit_probe(
+    train_x: Tensor, train_y: Tensor, num_classes: int, e: ObjectEvalConfig, seed: int
+) -> Callable[[Tensor], Tensor]:
+    """The probe the recipe names: ``svc`` (reference LinearSVC) or ``logistic`` (standardised features)."""
+    if e.probe_classifier == "svc":
+        return fit_linear_svc(train_x, train_y, num_classes, e.probe_c)
+    return fit_linear_classifier(
+        train_x, train_y, num_classes, e.probe_epochs, e.probe_lr, e.probe_weight_decay, seed
+    )
+
+
 def run_object_probe(
     recipe: ObjectClassifyRecipe, out_dir: str | Path, weights: str | Path | None = None
 ) -> dict[str, Any]:
@@ -273,9 +323,7 @@ def run_object_probe(
     train_y, test_y = torch.from_numpy(train_set.labels), torch.from_numpy(test_set.labels)
     train_f = extract_global_features(encoder, eval_points(train_set, recipe.data), e.probe_features, bs)
     test_f = extract_global_features(encoder, eval_points(test_set, recipe.data), e.probe_features, bs)
-    predict = fit_linear_classifier(
-        train_f, train_y, len(train_set.class_names), e.probe_epochs, e.probe_lr, e.probe_weight_decay, seed
-    )
+    predict = fit_probe(train_f, train_y, len(train_set.class_names), e, seed)
     logits = predict(test_f)
     votes = voting_accuracy(
         lambda p: predict(extract_global_features(encoder, p, e.probe_features, bs)),
@@ -299,3 +347,19 @@ def run_object_probe(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_JSON).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def run_object_probe_seeds(
+    recipe: ObjectClassifyRecipe, out_dir: str | Path, weights: str | Path | None, seeds: Iterable[int]
+) -> dict[str, Any]:
+    """``run_object_probe`` once per seed (``out_dir/seed{s}``) and ``out_dir/metrics.json`` with the mean
+    +- std over seeds. The seed draws the encoder of a random initialisation, the probe's start (logistic)
+    and the votes' subsets; with ``weights`` the encoder is the same in every seed."""
+    out_dir = Path(out_dir)
+    runs = {}
+    for seed in seeds:
+        seeded = replace(recipe, train=replace(recipe.train, seed=int(seed)))
+        runs[str(seed)] = run_object_probe(seeded, out_dir / f"seed{seed}", weights)
+    summary = _summary(recipe, weights, runs)
+    (out_dir / METRICS_JSON).write_text(json.dumps(summary, indent=2))
+    return summary

@@ -27,7 +27,13 @@ from cmcr_core.engine.method import Method
 from cmcr_core.losses.chamfer import chamfer_l1, chamfer_l2
 from cmcr_core.losses.feature_regression import feature_regression
 from cmcr_core.losses.single_modal_contrastive import multi_positive_contrastive
-from cmcr_core.models.point_transformer import MAEDecoder, ReConEncoder, finetune_features, svm_features
+from cmcr_core.models.point_transformer import (
+    MAEDecoder,
+    ReConEncoder,
+    finetune_features,
+    svm_features,
+    token_features,
+)
 from cmcr_core.models.pointops import (
     block_patch_mask,
     farthest_point_sample,
@@ -259,20 +265,22 @@ def extract_global_features(
 
     Args:
         points: B x N x 3.
-        kind: ``svm`` (2C: max over queries, max + mean pool of tokens) or ``finetune`` (4C).
+        kind: ``svm`` (2C: max over queries, max + mean pool of tokens), ``tokens`` (2C: max pool and
+            mean pool of the tokens, no queries) or ``finetune`` (4C).
 
     Returns:
         B x 2C or B x 4C.
     """
-    if kind not in ("svm", "finetune"):
-        raise ValueError(f"feature kind must be 'svm' or 'finetune', got {kind!r}")
+    kinds = {"svm": svm_features, "tokens": token_features, "finetune": finetune_features}
+    if kind not in kinds:
+        raise ValueError(f"feature kind must be one of {sorted(kinds)}, got {kind!r}")
     was_training = encoder.training
     encoder.eval()
     feats = []
     for start in range(0, points.shape[0], batch_size):
         neighbourhoods, centres = encoder.group(points[start : start + batch_size])
         queries, tokens = encoder(neighbourhoods, centres, mask=None)
-        feats.append(svm_features(queries, tokens) if kind == "svm" else finetune_features(queries, tokens))
+        feats.append(kinds[kind](queries, tokens))
     encoder.train(was_training)
     return torch.cat(feats)
 

@@ -333,6 +333,14 @@ def svm_features(queries: Tensor, tokens: Tensor) -> Tensor:
     return torch.cat([queries.max(dim=1).values, tokens.max(dim=1).values + tokens.mean(dim=1)], dim=1)
 
 
+def token_features(queries: Tensor, tokens: Tensor) -> Tensor:
+    """Patch-token feature: concat(max-pool, mean-pool of the tokens); the queries are ignored.
+
+    queries: B x 3 x C (unused), tokens: B x L x C -> B x 2C.
+    """
+    return torch.cat([tokens.max(dim=1).values, tokens.mean(dim=1)], dim=1)
+
+
 class ClassificationHead(nn.Module):
     """``mlp3`` (reference ``full``): 4C->256->256->classes with BN, ReLU, dropout 0.5; or ``linear``."""
 

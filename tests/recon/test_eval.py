@@ -85,6 +85,29 @@ def test_global_features_match_their_definitions() -> None:
     assert svm.shape == (5, 64) and full.shape == (5, 128)
     assert torch.allclose(svm, torch.cat([q.max(1).values, t.max(1).values + t.mean(1)], 1), atol=1e-5)
     assert torch.allclose(full, torch.cat([q[:, 0], q[:, 1], q[:, 2], t.max(1).values], 1), atol=1e-5)
+    tokens = extract_global_features(encoder, points, "tokens")
+    assert torch.allclose(tokens, torch.cat([t.max(1).values, t.mean(1)], 1), atol=1e-5)
+    with pytest.raises(ValueError, match="feature kind"):
+        extract_global_features(encoder, points, "queries")
+
+
+@pytest.mark.parametrize("c", [0.075, 1.0])
+def test_linear_svc_equals_sklearn_linear_svc(c: float) -> None:
+    svm = pytest.importorskip("sklearn.svm")
+    from cmcr_core.object_classification import fit_linear_svc
+
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.arange(60) % 5
+    # overlapping classes (not separable), features of unequal scale and a non-zero mean
+    x = torch.randn(60, 12, generator=gen) * torch.linspace(0.2, 3.0, 12) + 0.5
+    x[:, :5] += torch.nn.functional.one_hot(labels, 5) * 1.5
+    test = torch.randn(30, 12, generator=gen) * 2
+    decision = fit_linear_svc(x, labels, 5, c)(test)
+    reference = svm.LinearSVC(C=c, tol=1e-10, max_iter=10**6).fit(x.numpy(), labels.numpy())
+    expected = torch.from_numpy(reference.decision_function(test.numpy())).float()
+    torch.testing.assert_close(decision, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="C must be > 0"):
+        fit_linear_svc(x, labels, 5, 0.0)
 
 
 def test_classifier_heads_and_param_groups() -> None:

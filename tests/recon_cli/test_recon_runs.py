@@ -71,7 +71,7 @@ def test_checkpoint_hands_the_encoder_to_a_classifier(pretrain_run: Path) -> Non
         load_encoder_weights(wrong.encoder, pretrain_run / "checkpoint.pt")
 
 
-def test_probe_matches_the_reference_linear_probe(
+def test_logistic_probe_matches_the_linear_probe_helper(
     objects_root: Path, pretrain_run: Path, tmp_path: Path
 ) -> None:
     recipe = config.load_recipe(
@@ -82,6 +82,7 @@ def test_probe_matches_the_reference_linear_probe(
             "data.num_points=128",
             "eval.num_votes=2",
             "eval.num_subsets=2",
+            "eval.probe_classifier=logistic",
             "eval.probe_epochs=100",
         ],
         kind=config.ObjectClassifyRecipe,
