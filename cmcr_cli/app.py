@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cmcr_cli import analyze as analyze_cli
+from cmcr_cli import demo as demo_cli
 from cmcr_cli import finetune as finetune_cli
 from cmcr_cli import prepare, pretrain, recipe
 from cmcr_cli import teacher as teacher_cli
@@ -25,6 +26,7 @@ app.command("finetune")(finetune_cli.finetune)
 app.command("probe")(finetune_cli.probe)
 app.add_typer(analyze_cli.app, name="analyze")
 app.command("zeroshot")(zeroshot_cli.zeroshot)
+app.command("demo")(demo_cli.demo)
 
 
 def main() -> None:

@@ -1,0 +1,382 @@
+"""`cmcr demo`: the whole chain on two small synthetic worlds, on a CPU, in minutes (docs/demo.md).
+
+Seven stages, each through the public core function that the matching `cmcr` command calls:
+
+1. write world A (seed 0; the teacher's world) and world B (seed 1; pretraining and evaluation);
+2. train the semantic teacher on world A (recipes/semantic_teacher_synthetic.yaml);
+3. prepare world B (no superpixels: PPKT and CMCR do not use them);
+4. pretrain CMCR and PPKT on world B's mini_train scenes, each from the semantic teacher and from a
+   randomly initialised ResNet-18 (four checkpoints);
+5. linear probing and one-labelled-scene fine-tuning of the four checkpoints and of random initialisation,
+   over `seeds` seeds, evaluated on the whole mini_val split;
+6. structure (U/T/G/A) of each pretrained space against its teacher on mini_val, with the plots;
+7. DIR/report.md and DIR/report.json (`cmcr_core.demo_report`).
+
+Every stage writes into its own folder and, once complete, a record `DIR/stages/<stage>.json` (wall and
+CPU seconds, load average). A rerun skips the stages whose record and outputs exist, resumes training runs
+from their checkpoints, and refuses a folder started with other settings (`DIR/demo.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEMO_JSON", "MODELS", "PRETRAINED", "DemoPlan", "DemoResult", "DemoSettingsError", "make_plan",
+    "run_demo",
+]
+
+DEMO_JSON = "demo.json"
+DEMO_FORMAT = 1
+STAGES = 7
+CMCR_INTENSITY_SCALE = 1.0 / 255.0  # recipes/nuscenes.yaml: CMCR divides intensities by 255
+
+# (name, method, teacher) of every pretrained model; the random-init baseline is "random_init".
+PRETRAINED: tuple[tuple[str, str, str], ...] = (
+    ("cmcr_semantic", "cmcr", "semantic"),
+    ("cmcr_random", "cmcr", "random"),
+    ("ppkt_semantic", "ppkt", "semantic"),
+    ("ppkt_random", "ppkt", "random"),
+)
+RANDOM_INIT = "random_init"
+MODELS: tuple[str, ...] = (RANDOM_INIT, *(name for name, _, _ in PRETRAINED))
+PROTOCOLS: tuple[str, ...] = ("probe", "finetune")
+TEACHER_LABELS = {"semantic": "semantic teacher", "random": "random ResNet-18"}
+
+
+class DemoSettingsError(ValueError):
+    """The output folder belongs to a demo started with other settings, or to something else."""
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Everything that decides the demo's numbers (stored in DIR/demo.json; a rerun must match it)."""
+
+    mode: str  # "full" or "quick"
+    seeds: int
+    image_size: tuple[int, int]  # width, height of the camera images of both worlds
+    world_a: tuple[int, int]  # scenes, keyframes per scene (teacher world, seed 0)
+    world_b: tuple[int, int]  # scenes, keyframes per scene (pretraining and evaluation world, seed 1)
+    teacher_steps: int
+    teacher_batch: int
+    teacher_crop: tuple[int, int]  # height, width
+    pretrain_steps: int
+    pretrain_batch: int
+    probe_epochs: int
+    probe_label_fraction: float
+    probe_lr: float  # 10x probe_synthetic.yaml's: its 0.05 leaves the head untrained in a few dozen steps
+    finetune_epochs: int
+    finetune_label_fraction: float  # chosen so that exactly one mini_train scene is labelled
+    analysis_per_class: int
+    format: int = DEMO_FORMAT
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_plan(quick: bool, seeds: int | None = None) -> DemoPlan:
+    """The full demo (under 15 minutes on 2 CPU cores) or the quick one (under 3 minutes; what CI runs)."""
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if quick:
+        # 5 scenes: both mini_val scenes and 3 mini_train ones; label fraction 0.1 (skip 3) keeps one.
+        return DemoPlan(mode="quick", seeds=seeds or 1, image_size=(320, 180), world_a=(3, 2), world_b=(5, 1),
+                        teacher_steps=6, teacher_batch=4, teacher_crop=(96, 160), pretrain_steps=2,
+                        pretrain_batch=1, probe_epochs=1, probe_label_fraction=1.0, probe_lr=0.5,
+                        finetune_epochs=1, finetune_label_fraction=0.1, analysis_per_class=100)
+    # 10 scenes: mini_train holds 8, label fraction 0.01 (skip 8) keeps one (finetune_synthetic.yaml).
+    return DemoPlan(mode="full", seeds=seeds or 3, image_size=(320, 180), world_a=(10, 3), world_b=(10, 4),
+                    teacher_steps=150, teacher_batch=4, teacher_crop=(144, 256), pretrain_steps=50,
+                    pretrain_batch=2, probe_epochs=3, probe_label_fraction=1.0, probe_lr=0.5,
+                    finetune_epochs=30, finetune_label_fraction=0.01, analysis_per_class=500)
+
+
+@dataclass
+class DemoResult:
+    """Where the demo wrote its results, and the report's content."""
+
+    out_dir: Path
+    report_md: Path
+    report_json: Path
+    report: dict[str, Any]
+    ran: list[str] = field(default_factory=list)  # stages run by this invocation
+    skipped: list[str] = field(default_factory=list)  # stages found complete
+
+
+def default_recipes_dir() -> Path:
+    """The repository's recipes/ folder (next to the cmcr_core package in a source checkout)."""
+    return Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _q(value: str | Path) -> str:
+    """A path as a `--set` value (JSON-quoted, so any character survives the YAML parse)."""
+    return json.dumps(str(value))
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_settings(out: Path, plan: DemoPlan, force: bool) -> None:
+    """Claim `out` for `plan`: new or empty folder, or a demo with the same settings; else refuse.
+
+    With `force`, the results of a demo with other settings are deleted first (only the demo's own files).
+    """
+    settings_path = out / DEMO_JSON
+    if settings_path.is_file():
+        try:
+            saved = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise DemoSettingsError(f"{settings_path} is unreadable ({error}); choose another --out") \
+                from error
+        wanted = plan.settings()
+        stored = saved.get("settings", {})
+        if stored == json.loads(json.dumps(wanted)):
+            return
+        if not force:
+            changed = sorted(k for k in set(wanted) | set(stored) if json.dumps(wanted.get(k)) !=
+                             json.dumps(stored.get(k)))
+            before = f"--quick={stored.get('mode') == 'quick'} --seeds {stored.get('seeds')}"
+            raise DemoSettingsError(
+                f"{out} holds a demo run with other settings ({before}; differs in {', '.join(changed)}): "
+                f"rerun with those options to continue it, choose another --out, or pass --force to delete "
+                f"its results and start again")
+        remove_demo_outputs(out)
+    elif out.exists() and any(out.iterdir()):
+        raise DemoSettingsError(f"{out} is not empty and holds no {DEMO_JSON}: it is not a demo folder; "
+                                f"choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    created = time.strftime("%Y-%m-%d %H:%M:%S")
+    _write_json_atomic(settings_path, {"settings": plan.settings(), "created": created})
+
+
+DEMO_FOLDERS = ("worlds", "teacher", "prepared", "pretrain", "probe", "finetune", "analysis", "stages")
+DEMO_FILES = (DEMO_JSON, "report.md", "report.json")
+
+
+def remove_demo_outputs(out: Path) -> None:
+    """Delete what a demo wrote in `out` (its known folders and files only)."""
+    for name in DEMO_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in DEMO_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+class _Stages:
+    """Stage records under DIR/stages: a stage is done when its record and its outputs exist."""
+
+    def __init__(self, out: Path, say: Callable[[str], None]) -> None:
+        self.folder, self.say = out / "stages", say
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def record_path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def done(self, key: str, outputs: tuple[Path, ...]) -> bool:
+        return self.record_path(key).is_file() and all(p.exists() for p in outputs)
+
+    def record(self, key: str) -> dict[str, Any]:
+        return json.loads(self.record_path(key).read_text(encoding="utf-8"))
+
+    @contextmanager
+    def run(self, key: str, label: str, outputs: tuple[Path, ...]) -> Iterator[dict[str, Any] | None]:
+        """Yield None when the stage is complete (skip it), else a dict the body fills with results."""
+        if self.done(key, outputs):
+            self.say(f"{label}: done earlier ({self.record_path(key).name}), skipped")
+            self.skipped.append(key)
+            yield None
+            return
+        self.say(f"{label} ...")
+        info: dict[str, Any] = {}
+        load_before, t0, c0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
+        yield info
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        record = {"stage": key, "label": label, "wall_s": wall, "cpu_s": cpu,
+                  "load_before": load_before, "load_after": os.getloadavg()[0],
+                  "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **info}
+        _write_json_atomic(self.record_path(key), record)
+        self.ran.append(key)
+        self.say(f"  done in {wall:.0f} s (CPU {cpu:.0f} s)")
+
+
+def _world_stage(stages: _Stages, plan: DemoPlan, out: Path, key: str, seed: int,
+                 size: tuple[int, int]) -> Path:
+    from cmcr_core.data.synthetic import write_nuscenes_world
+
+    root = out / "worlds" / key
+    scenes, samples = size
+    role = "teacher world" if key == "world_a" else "pretraining and evaluation world"
+    label = f"[1/{STAGES}] writing {key} (seed {seed}, {role}): {scenes} scenes x {samples} keyframes"
+    with stages.run(key, label, (root / "v1.0-mini" / "scene.json",)) as info:
+        if info is not None:
+            summary = write_nuscenes_world(root, scenes=scenes, samples_per_scene=samples, seed=seed,
+                                           image_size=plan.image_size, overwrite=True)
+            points = summary.points_per_sweep
+            info.update(root=str(root), seed=seed, scenes=list(summary.scene_names), samples=summary.samples,
+                        image_size=list(summary.image_size), mean_points=sum(points) / len(points))
+    return root
+
+
+def _teacher_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Path, world: Path) -> Path:
+    from cmcr_core import config
+    from cmcr_core.teacher_training import run_teacher_training
+
+    run_dir = out / "teacher"
+    teacher = run_dir / "teacher.pt"
+    label = f"[2/{STAGES}] training the semantic teacher on world_a ({plan.teacher_steps} steps)"
+    with stages.run("teacher", label, (teacher, run_dir / "metrics.json")) as info:
+        if info is not None:
+            warmup = min(20, plan.teacher_steps // 4)
+            sets = [f"data.world={_q(world)}", f"train.max_steps={plan.teacher_steps}",
+                    f"optim.warmup_steps={warmup}", f"data.batch_size={plan.teacher_batch}",
+                    f"data.crop_size=[{plan.teacher_crop[0]}, {plan.teacher_crop[1]}]", "data.num_workers=0",
+                    f"train.checkpoint_every={max(1, plan.teacher_steps // 4)}", "train.log_every=5"]
+            recipe = config.load_recipe(recipes_dir / "semantic_teacher_synthetic.yaml", sets,
+                                        kind=config.TeacherTrainRecipe)
+            run = run_teacher_training(recipe, run_dir, resume=(run_dir / "checkpoint.pt").exists())
+            if run.teacher is None:
+                raise RuntimeError(f"teacher training in {run_dir} stopped at step "
+                                   f"{run.result.position.step}")
+            holdout = (run.metrics or {}).get("holdout") or {}
+            info.update(steps=run.result.position.step, holdout_miou=holdout.get("miou"),
+                        holdout_pixel_accuracy=holdout.get("pixel_accuracy"), sets=sets)
+    return teacher
+
+
+def _prepare_stage(stages: _Stages, out: Path, world: Path) -> Path:
+    from cmcr_core.data.prepare_nuscenes import PrepareOptions, prepare_nuscenes
+
+    prepared = out / "prepared"
+    label = f"[3/{STAGES}] preparing world_b (HDF5 shards, no superpixels)"
+    with stages.run("prepare", label, (prepared,)) as info:
+        if info is not None:
+            report = prepare_nuscenes(world, "v1.0-mini", prepared, PrepareOptions(superpixels="none"))
+            if report.failures:
+                first = report.failures[0]
+                raise RuntimeError(f"preparing {world} failed for {len(report.failures)} samples, e.g. "
+                                   f"{first['sample_token']}: {first['reason']}")
+            info.update(samples=report.samples_written, index=str(report.index_path))
+    return prepared
+
+
+def _pretrain_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Path, prepared: Path,
+                    teacher: Path, name: str, method: str, teacher_kind: str) -> Path:
+    from cmcr_core import config
+    from cmcr_core.pretrain import run_pretraining
+
+    run_dir = out / "pretrain" / name
+    checkpoint = run_dir / "checkpoint.pt"
+    label = (f"[4/{STAGES}] pretraining {method} ({TEACHER_LABELS[teacher_kind]}), "
+             f"{plan.pretrain_steps} steps")
+    with stages.run(f"pretrain_{name}", label, (checkpoint,)) as info:
+        if info is not None:
+            weights = _q(teacher) if teacher_kind == "semantic" else "''"
+            # Pretrain on mini_train only: the evaluation scans (mini_val) stay unseen by every model.
+            sets = [f"data.path={_q(prepared)}", "data.split=mini_train", f"teacher.weights={weights}",
+                    f"train.max_steps={plan.pretrain_steps}", f"data.batch_size={plan.pretrain_batch}",
+                    "data.num_workers=0", f"train.checkpoint_every={max(1, plan.pretrain_steps // 4)}",
+                    "train.log_every=1"]
+            if method == "cmcr":  # the downstream voxelisation is cylindrical (finetune recipes)
+                sets.append("data.cylindrical=true")
+            recipe = config.load_recipe(recipes_dir / f"{method}_synthetic.yaml", sets)
+            run = run_pretraining(recipe, run_dir, resume=checkpoint.exists())
+            last = run.result.records[-1] if run.result.records else {}
+            info.update(steps=run.result.position.step, final_loss=last.get("total"), sets=sets)
+    return checkpoint
+
+
+def _downstream_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Path, prepared: Path,
+                      protocol: str, name: str, checkpoint: Path | None) -> Path:
+    from cmcr_core import config
+    from cmcr_core.finetune import run_seeds
+
+    run_dir = out / protocol / name
+    if protocol == "probe":
+        epochs, fraction, what = plan.probe_epochs, plan.probe_label_fraction, "linear probing"
+    else:
+        epochs, fraction, what = plan.finetune_epochs, plan.finetune_label_fraction, "fine-tuning"
+    label = f"[5/{STAGES}] {what} of {name}, {plan.seeds} seed(s)"
+    with stages.run(f"{protocol}_{name}", label, (run_dir / "metrics.json",)) as info:
+        if info is not None:
+            sets = [f"data.path={_q(prepared)}", f"train.epochs={epochs}", f"data.label_fraction={fraction}",
+                    "data.num_workers=0", "train.log_every=1"]
+            if protocol == "probe":
+                sets.append(f"optim.lr={plan.probe_lr!r}")
+            if name.startswith("cmcr") and protocol == "probe":
+                # A frozen network (batch norm in eval mode) must see the intensities it was pretrained on.
+                # Fine-tuning feeds every model the recipe's raw 0-255 values: batch norm re-normalises in
+                # training, and inputs / 255 shrink the first layer's activations to the size of its eps
+                # (measured: CMCR from the semantic teacher 3.6 vs 8.1 mIoU % at 15 epochs, seed 0).
+                sets.append(f"data.intensity_scale={CMCR_INTENSITY_SCALE!r}")
+            recipe = config.load_recipe(recipes_dir / f"{protocol}_synthetic.yaml", sets,
+                                        kind=config.FinetuneRecipe)
+            _, summary = run_seeds(recipe, run_dir, plan.seeds, weights=checkpoint, resume=True)
+            info.update(miou=summary["miou"], per_seed_miou=summary["per_seed_miou"], sets=sets)
+    return run_dir
+
+
+def _analysis_stage(stages: _Stages, plan: DemoPlan, out: Path, prepared: Path,
+                    checkpoints: dict[str, Path]) -> Path:
+    from cmcr_core.analysis import STRUCTURE_JSON, analyze_runs
+
+    folder = out / "analysis"
+    label = f"[6/{STAGES}] structure of the pretrained spaces against their teachers (mini_val)"
+    with stages.run("analysis", label, (folder / STRUCTURE_JSON,)) as info:
+        if info is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            miou_file = folder / "probe_miou.json"  # paths relative to the file: read_miou_file's rule
+            _write_json_atomic(miou_file, {n: f"../probe/{n}/metrics.json" for n in checkpoints})
+            result = analyze_runs(list(checkpoints.values()), prepared, folder, split="mini_val",
+                                  per_class=plan.analysis_per_class, seed=0, miou_file=miou_file)
+            info.update(files=[p.name for p in result.files])
+    return folder
+
+
+def run_demo(out: str | Path, quick: bool = False, seeds: int | None = None, threads: int = 2,
+             force: bool = False, recipes_dir: str | Path | None = None,
+             say: Callable[[str], None] = print) -> DemoResult:
+    """Run (or continue) the demo into `out`; `say` receives one line per stage. Returns the report."""
+    import torch
+
+    from cmcr_core import demo_report
+
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    out = Path(out)
+    recipes_dir = Path(recipes_dir) if recipes_dir is not None else default_recipes_dir()
+    if not (recipes_dir / "ppkt_synthetic.yaml").is_file():
+        raise FileNotFoundError(f"no recipes in {recipes_dir} (ppkt_synthetic.yaml missing): pass the "
+                                f"repository's recipes/ folder with --recipes")
+    plan = make_plan(quick, seeds)
+    check_settings(out, plan, force)
+    torch.set_num_threads(threads)
+    t0, c0 = time.perf_counter(), time.process_time()
+    stages = _Stages(out, say)
+    world_a = _world_stage(stages, plan, out, "world_a", 0, plan.world_a)
+    world_b = _world_stage(stages, plan, out, "world_b", 1, plan.world_b)
+    teacher = _teacher_stage(stages, plan, out, recipes_dir, world_a)
+    prepared = _prepare_stage(stages, out, world_b)
+    checkpoints = {name: _pretrain_stage(stages, plan, out, recipes_dir, prepared, teacher, name, method,
+                                         kind) for name, method, kind in PRETRAINED}
+    for protocol in PROTOCOLS:
+        for name in MODELS:
+            _downstream_stage(stages, plan, out, recipes_dir, prepared, protocol, name, checkpoints.get(name))
+    _analysis_stage(stages, plan, out, prepared, checkpoints)
+    say(f"[7/{STAGES}] writing the report ...")
+    invocation = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "threads": threads,
+                  "ran": stages.ran, "skipped": stages.skipped}
+    report = demo_report.collect(out, plan.settings(), invocation)
+    md_path, json_path = demo_report.write(out, report)
+    return DemoResult(out, md_path, json_path, report, stages.ran, stages.skipped)
