@@ -122,22 +122,34 @@ def _print_report(runs: list, summary: dict | None, out: Path, export: Path | No
     )
 
 
+# Options shared by `cmcr finetune` and `cmcr probe` (Typer reads each declaration; reusing them is safe).
+_DATA = typer.Option(None, "--data", help="Prepared folder (sets data.path).")
+_WEIGHTS = typer.Option(None, "--weights", help="Pretraining checkpoint; omit for random init.")
+_OUT = typer.Option(None, "--out", help="Run folder (default: runs/<recipe name>).")
+_SEEDS = typer.Option(1, "--seeds", help="Run seeds S..S+N-1 one after the other; mean ± std.")
+_SET = typer.Option(None, "--set", help="Override one key: section.key=value (repeatable).")
+_RESUME = typer.Option(False, "--resume", help="Continue the run(s) in --out from checkpoints.")
+_ALLOW_VOXEL_MISMATCH = typer.Option(
+    False, "--allow-voxel-mismatch", help="Load a checkpoint pretrained with another voxelisation."
+)
+_EXPORT = typer.Option(
+    None, "--export-predictions", help="Write val predictions (nuScenes lidarseg / SemanticKITTI format)."
+)
+_DRY_RUN = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit.")
+
+
 def finetune(
     recipe: Path = typer.Option(..., "--recipe", "-r", help=RECIPE_HELP),
-    data: Path = typer.Option(None, "--data", help="Prepared folder (sets data.path)."),
-    weights: Path = typer.Option(None, "--weights", help="Pretraining checkpoint; omit for random init."),
+    data: Path = _DATA,
+    weights: Path = _WEIGHTS,
     label_fraction: float = typer.Option(None, "--label-fraction", help="0.01, 0.05, 0.1, 0.25 or 1.0."),
-    out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<recipe name>)."),
-    seeds: int = typer.Option(1, "--seeds", help="Run seeds S..S+N-1 one after the other; mean ± std."),
-    set_: list[str] = typer.Option(None, "--set", help="Override one key: section.key=value (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run(s) in --out from checkpoints."),
-    allow_voxel_mismatch: bool = typer.Option(
-        False, "--allow-voxel-mismatch", help="Load a checkpoint pretrained with another voxelisation."
-    ),
-    export_predictions: Path = typer.Option(
-        None, "--export-predictions", help="Write val predictions (nuScenes lidarseg / SemanticKITTI format)."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit."),
+    out: Path = _OUT,
+    seeds: int = _SEEDS,
+    set_: list[str] = _SET,
+    resume: bool = _RESUME,
+    allow_voxel_mismatch: bool = _ALLOW_VOXEL_MISMATCH,
+    export_predictions: Path = _EXPORT,
+    dry_run: bool = _DRY_RUN,
 ) -> None:
     """Fine-tune a MinkUNet for semantic segmentation on a label fraction; evaluate the whole val split."""
     _run("finetune", recipe, data, weights, label_fraction, out, seeds, set_, resume, allow_voxel_mismatch,
@@ -146,20 +158,16 @@ def finetune(
 
 def probe(
     recipe: Path = typer.Option(..., "--recipe", "-r", help="YAML recipe, e.g. recipes/probe_nuscenes.yaml."),
-    data: Path = typer.Option(None, "--data", help="Prepared folder (sets data.path)."),
-    weights: Path = typer.Option(None, "--weights", help="Pretraining checkpoint; omit for random init."),
+    data: Path = _DATA,
+    weights: Path = _WEIGHTS,
     label_fraction: float = typer.Option(None, "--label-fraction", help="Default from the recipe (1.0)."),
-    out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<recipe name>)."),
-    seeds: int = typer.Option(1, "--seeds", help="Run seeds S..S+N-1 one after the other; mean ± std."),
-    set_: list[str] = typer.Option(None, "--set", help="Override one key: section.key=value (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run(s) in --out from checkpoints."),
-    allow_voxel_mismatch: bool = typer.Option(
-        False, "--allow-voxel-mismatch", help="Load a checkpoint pretrained with another voxelisation."
-    ),
-    export_predictions: Path = typer.Option(
-        None, "--export-predictions", help="Write val predictions (nuScenes lidarseg / SemanticKITTI format)."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit."),
+    out: Path = _OUT,
+    seeds: int = _SEEDS,
+    set_: list[str] = _SET,
+    resume: bool = _RESUME,
+    allow_voxel_mismatch: bool = _ALLOW_VOXEL_MISMATCH,
+    export_predictions: Path = _EXPORT,
+    dry_run: bool = _DRY_RUN,
 ) -> None:
     """Linear probing: frozen backbone (batch norm in eval mode), a linear head on the point features."""
     _run("probe", recipe, data, weights, label_fraction, out, seeds, set_, resume, allow_voxel_mismatch,
