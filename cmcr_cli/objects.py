@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import console, fail, setup_logging
+from cmcr_cli.common import console, fail, print_run_done, run_or_fail, setup_logging
 
 
 def _recipe_key(path: Path, key: str) -> object:
@@ -54,21 +54,10 @@ def pretrain_objects(recipe: Path, sets: list[str], out: Path | None, resume: bo
         typer.echo(recipes.dump(resolved), nl=False)
         return
     setup_logging()
-    from cmcr_core.engine.loop import NonFiniteLossError
     from cmcr_core.recon_training import run_recon_pretraining
 
     out = out or Path("runs") / resolved.name
-    try:
-        run = run_recon_pretraining(resolved, out, resume=resume)
-    except NonFiniteLossError as exc:
-        fail(str(exc), code=3)
-    except (ValueError, KeyError, FileExistsError, FileNotFoundError) as exc:
-        fail(str(exc))
-    last = run.result.records[-1] if run.result.records else {}
-    console.print(
-        f"[green]done[/]: step {run.result.position.step}, total loss {last.get('total', float('nan')):.4f}; "
-        f"run folder {run.out_dir} (checkpoint.pt, metrics.jsonl, recipe.yaml)"
-    )
+    print_run_done(run_or_fail(run_recon_pretraining, resolved, out, resume=resume, errors=(KeyError,)))
 
 
 def _report(metrics: dict, out: Path) -> None:

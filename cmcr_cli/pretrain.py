@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import console, fail, load_recipe_or_fail, setup_logging
+from cmcr_cli.common import load_recipe_or_fail, print_run_done, run_or_fail, setup_logging
 
 
 def pretrain(
@@ -33,18 +33,7 @@ def pretrain(
         typer.echo(recipes.dump(resolved), nl=False)
         return
     setup_logging()
-    from cmcr_core.engine.loop import NonFiniteLossError
     from cmcr_core.pretrain import run_pretraining
 
     out = out or Path("runs") / resolved.name
-    try:
-        run = run_pretraining(resolved, out, resume=resume)
-    except NonFiniteLossError as exc:
-        fail(str(exc), code=3)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        fail(str(exc))
-    last = run.result.records[-1] if run.result.records else {}
-    console.print(
-        f"[green]done[/]: step {run.result.position.step}, total loss {last.get('total', float('nan')):.4f}; "
-        f"run folder {run.out_dir} (checkpoint.pt, metrics.jsonl, recipe.yaml)"
-    )
+    print_run_done(run_or_fail(run_pretraining, resolved, out, resume=resume))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import console, fail, load_recipe_or_fail, setup_logging
+from cmcr_cli.common import console, fail, load_recipe_or_fail, run_or_fail, setup_logging
 
 app = typer.Typer(help="Train, inspect and evaluate 2D teachers.", no_args_is_help=True)
 
@@ -49,16 +49,10 @@ def train_command(
         typer.echo(recipes.dump(resolved), nl=False)
         return
     setup_logging()
-    from cmcr_core.engine.loop import NonFiniteLossError
     from cmcr_core.teacher_training import run_teacher_training
 
     out = out or Path("runs") / resolved.name
-    try:
-        run = run_teacher_training(resolved, out, resume=resume)
-    except NonFiniteLossError as exc:
-        fail(str(exc), code=3)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        fail(str(exc))
+    run = run_or_fail(run_teacher_training, resolved, out, resume=resume)
     if run.teacher is None:
         console.print(f"stopped at step {run.result.position.step}; resume with --resume --out {out}")
         return
