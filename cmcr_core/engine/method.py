@@ -62,6 +62,26 @@ class Method(nn.Module):
         """Entries stored at the top level of checkpoints for downstream tasks (default: none)."""
         return {}
 
+    def seed_generators(self, seed: int, *names: str) -> None:
+        """Create the attributes `names` as torch generators seeded seed, seed + 1, ...
+
+        Random draws (e.g. pair sampling) happen on the features' device, with no host round trip (defect
+        D11), so these generators follow the module: moving it re-creates them on the new device with the
+        same seeds. Moving happens before training starts, hence re-seeding loses nothing.
+        """
+        self._generator_seeds = {name: seed + i for i, name in enumerate(names)}
+        for name, value in self._generator_seeds.items():
+            setattr(self, name, torch.Generator().manual_seed(value))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Method:
+        result = super()._apply(fn, recurse)
+        seeds = getattr(self, "_generator_seeds", {})
+        device = next(self.parameters()).device if seeds else None
+        for name, value in seeds.items():
+            if getattr(self, name).device != device:
+                setattr(self, name, torch.Generator(device=device).manual_seed(value))
+        return result
+
 
 def frozen_prefixes(module: nn.Module) -> tuple[str, ...]:
     """State-dict key prefixes (``"name."``) of the frozen sub-modules of ``module``."""

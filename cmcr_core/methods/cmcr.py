@@ -157,21 +157,7 @@ class CMCR(Method):
         self.occupancy_radius = occupancy_radius
         self.occupancy_max_neighbours = occupancy_max_neighbours
         self.shared_codebook_pairs = shared_codebook_pairs
-        self.seed = seed
-        self.pair_generator = torch.Generator().manual_seed(seed)
-        self.codebook_pair_generator = torch.Generator().manual_seed(seed + 1)
-        self.mim_image_generator = torch.Generator().manual_seed(seed + 2)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> CMCR:
-        # Pairs are sampled on the features' device (no host round trip, defect D11), so the generators
-        # follow the module; moving happens before training starts, hence re-seeding loses nothing.
-        result = super()._apply(fn, recurse)
-        device = self.student.final.bias.device
-        if self.pair_generator.device != device:
-            self.pair_generator = torch.Generator(device=device).manual_seed(self.seed)
-            self.codebook_pair_generator = torch.Generator(device=device).manual_seed(self.seed + 1)
-            self.mim_image_generator = torch.Generator(device=device).manual_seed(self.seed + 2)
-        return result
+        self.seed_generators(seed, "pair_generator", "codebook_pair_generator", "mim_image_generator")
 
     def handoff(self) -> dict[str, Any]:
         """The student's weights (no codebook, no CMCR heads) and the teacher's description."""

@@ -55,17 +55,7 @@ class PixelToPointDistillation(Method):
         self.superpixel_nce_weight = superpixel_nce_weight
         self.point_nce = PointInfoNCE(num_matches, temperature)
         self.superpixel_nce = SuperpixelInfoNCE(temperature)
-        self.seed = seed
-        self.pair_generator = torch.Generator().manual_seed(seed)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> PixelToPointDistillation:
-        # Pairs are sampled on the features' device (no host round trip, defect D11), so the generator
-        # follows the module; moving happens before training starts, hence re-seeding loses nothing.
-        result = super()._apply(fn, recurse)
-        device = self.student.final.bias.device
-        if self.pair_generator.device != device:
-            self.pair_generator = torch.Generator(device=device).manual_seed(self.seed)
-        return result
+        self.seed_generators(seed, "pair_generator")
 
     def generators(self) -> dict[str, torch.Generator]:
         """Named random generators to checkpoint with the run (exact resume)."""

@@ -130,17 +130,7 @@ class FeatureSpaceDistillation(Method):
         self.temperature = temperature
         self.lambda_cross, self.lambda_intra = lambda_cross, lambda_intra
         self.relational_block_size = relational_block_size
-        self.seed = seed
-        self.pair_generator = torch.Generator().manual_seed(seed)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> FeatureSpaceDistillation:
-        # Pairs are sampled on the features' device; the generator follows the module. Moving happens
-        # before training starts, hence re-seeding loses nothing.
-        result = super()._apply(fn, recurse)
-        device = self.student.final.bias.device
-        if self.pair_generator.device != device:
-            self.pair_generator = torch.Generator(device=device).manual_seed(self.seed)
-        return result
+        self.seed_generators(seed, "pair_generator")
 
     def generators(self) -> dict[str, torch.Generator]:
         """Named random generators to checkpoint with the run (exact resume)."""
