@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -252,11 +252,8 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
         batch_size = recipe.data.batch_size
         steps_per_epoch = math.ceil(sampler.shard_size / batch_size)
 
-        def batches(epoch: int, start: int) -> Iterable[SegmentationBatch]:
-            dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch, start * batch_size)
-            return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                              num_workers=recipe.data.num_workers, collate_fn=collate_segmentation)
+        batches = distributed.epoch_batches(dataset, sampler, batch_size, collate_segmentation,
+                                            recipe.data.num_workers, ctx.device, drop_last=False)
 
         o, t = recipe.optim, recipe.train
         overrides = {HEAD_PREFIX: lr_head} if lr_head != lr and not probe else {}

@@ -7,16 +7,15 @@ The run folder holds `recipe.yaml` (the fully resolved recipe), `metrics.jsonl` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from cmcr_core import recipes
 from cmcr_core.config import PretrainRecipe
-from cmcr_core.data.batch import Batch, collate
+from cmcr_core.data.batch import collate
 from cmcr_core.data.pretrain_dataset import ExtrasHook, PairedSource, PipelineSettings, PretrainDataset
 from cmcr_core.engine import distributed
 from cmcr_core.engine.loop import TrainResult, TrainSettings, train
@@ -159,18 +158,8 @@ def run_pretraining(
                 f"{batch_size} per process (lower data.batch_size)"
             )
 
-        def batches(epoch: int, start: int) -> Iterable[Batch]:
-            dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch, start * batch_size)
-            return DataLoader(
-                dataset,
-                batch_size=batch_size,
-                sampler=sampler,
-                num_workers=recipe.data.num_workers,
-                collate_fn=collate,
-                drop_last=True,
-                pin_memory=ctx.device.type == "cuda",
-            )
+        batches = distributed.epoch_batches(dataset, sampler, batch_size, collate, recipe.data.num_workers,
+                                            ctx.device)
 
         method = build_method(recipe)
         method.student = distributed.convert_sync_batchnorm(method.student, ctx)

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from cmcr_core import recipes
 from cmcr_core.config import ObjectClassifyRecipe, ObjectDataConfig, ReconModelConfig, ReconRecipe
 from cmcr_core.data.objects import (
-    ObjectBatch,
     ObjectPointDataset,
     ObjectSet,
     collate_objects,
@@ -173,18 +171,8 @@ def engine_run(
                 "(lower data.batch_size)"
             )
 
-        def batches(epoch: int, start: int) -> Iterable[ObjectBatch]:
-            dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch, start * batch_size)
-            return DataLoader(
-                dataset,
-                batch_size=batch_size,
-                sampler=sampler,
-                num_workers=recipe.data.num_workers,
-                collate_fn=collate_objects,
-                drop_last=True,
-                pin_memory=ctx.device.type == "cuda",
-            )
+        batches = distributed.epoch_batches(dataset, sampler, batch_size, collate_objects,
+                                            recipe.data.num_workers, ctx.device)
 
         settings = object_train_settings(recipe, steps_per_epoch, ctx.device)
         if ctx.is_main:

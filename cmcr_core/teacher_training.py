@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,11 +291,8 @@ def run_teacher_training(
         raise ValueError(f"the training scenes of {world.root} hold {len(dataset)} images: fewer than one "
                          f"batch of data.batch_size={d.batch_size}")
 
-    def batches(epoch: int, start: int) -> Iterable[Any]:
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch, start * d.batch_size)
-        return DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
-                          collate_fn=collate_truth, drop_last=True, pin_memory=ctx.device.type == "cuda")
+    batches = distributed.epoch_batches(dataset, sampler, d.batch_size, collate_truth, d.num_workers,
+                                        ctx.device)
 
     weights = None
     if recipe.loss.class_weighting == "inverse_sqrt":

@@ -14,7 +14,7 @@ import datetime
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 __all__ = [
     "DistContext",
@@ -218,3 +218,21 @@ class ShardedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.shard_size - self.start
+
+
+def epoch_batches(dataset: Any, sampler: ShardedSampler, batch_size: int, collate_fn: Callable[[list], Any],
+                  num_workers: int, device: torch.device, drop_last: bool = True
+                  ) -> Callable[[int, int], Iterable[Any]]:
+    """The training loop's ``batches(epoch, start)``: this rank's batches of one epoch from step ``start``.
+
+    Sets the epoch of the dataset (per-item augmentation seeds) and of the sampler (its permutation, minus
+    the ``start * batch_size`` items already consumed, so a resumed run sees exactly the same batches).
+    """
+
+    def batches(epoch: int, start: int) -> Iterable[Any]:
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, start * batch_size)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                          collate_fn=collate_fn, drop_last=drop_last, pin_memory=device.type == "cuda")
+
+    return batches
