@@ -9,10 +9,11 @@ For a kernel map (see `kernel_map.KernelMap`) and weights W (K, C_in, C_out):
 The identity offset of submanifold maps (centre: every row with itself) is a plain matmul that initialises
 the output, so it never goes through a gather or a scatter.  The other offsets run in one of two ways:
 
-* CPU float32 (oneDNN GEMMs, `gemm.py`): offset by offset, in pieces of at most 8192 rows whose GEMM row
+* CPU float32 (oneDNN GEMMs, `gemm.py`): offset by offset, in pieces of at most 4096 rows whose GEMM row
   counts come from a fixed set (padded, so oneDNN reuses its compiled kernels): gather the piece into a
-  reused workspace, one GEMM, scatter the piece.  Workspaces stay in cache and are never reallocated
-  (fresh multi-MB buffers cost page faults on every call), as in MinkowskiEngine's CPU kernels.
+  reused workspace, one GEMM, scatter the piece (a last piece under 32 rows: an exact `torch.mm`).
+  Workspaces stay in cache and are never reallocated (fresh multi-MB buffers cost page faults on every
+  call), as in MinkowskiEngine's CPU kernels.
 * otherwise (`torch.mm`: CUDA, float64): in chunks of consecutive offsets with at most `chunk_elements`
   gathered values: one `index_select`, one `torch.mm(out=...)` per offset into a second workspace, one
   `index_add_` per chunk.  On CUDA one chunk holds the whole map (one gather and one scatter per layer).
@@ -99,11 +100,15 @@ def _forward(x: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     scatter = out.index_copy_ if kmap.out_once and identity is None else out.index_add_
     if onednn:
         full = _workspace(0, max(gemm.ROW_SIZES), c_in, x)
+        small = _workspace(1, gemm.EXACT_ROWS, c_out, x)
         w_t = weight.transpose(1, 2).unbind(0)  # (C_out, C_in) views: oneDNN's weight argument
         for k, in_rows, out_rows, rows, call_rows in kmap.pieces(gemm.padded_pieces):
             buf = full[:call_rows]  # rows past `rows` hold stale values: their results are cut off
             torch.index_select(x, 0, in_rows, out=buf[:rows])
-            scatter(0, out_rows, gemm.linear_t(buf, w_t[k])[:rows])
+            if call_rows < gemm.ROW_SIZES[0]:  # short last piece: exact product (see gemm.EXACT_ROWS)
+                scatter(0, out_rows, torch.mm(buf, weight[k], out=small[:rows]))
+            else:
+                scatter(0, out_rows, gemm.linear_t(buf, w_t[k])[:rows])
         return out
     for chunk in _chunks(kmap, max(c_in, c_out), x.device):
         a0, a1 = chunk[0][1], chunk[-1][2]
@@ -134,20 +139,28 @@ def _backward(x: Tensor, dy: Tensor, weight: Tensor, kmap: KernelMap, need_x: bo
     if onednn:
         full_y = _workspace(0, max(gemm.ROW_SIZES), c_out, dy)
         full_x = _workspace(1, max(gemm.ROW_SIZES), c_in, dy)
+        small = _workspace(2, gemm.EXACT_ROWS, c_in, dy)
         w = weight.unbind(0)  # (C_in, C_out) = the weight argument of dy @ W^T
         dw = grad_w.unbind(0) if need_w else ()
         for k, in_rows, out_rows, rows, call_rows in kmap.pieces(gemm.padded_pieces):
+            exact = call_rows < gemm.ROW_SIZES[0]  # short last piece: exact products (gemm.EXACT_ROWS)
             gy = full_y[:call_rows]
             torch.index_select(dy, 0, out_rows, out=gy[:rows])
             if need_w:
                 gx = full_x[:call_rows]
                 torch.index_select(x, 0, in_rows, out=gx[:rows])
-                if call_rows > rows:  # the reduction runs over the padding rows: make them zero
-                    gx[rows:].zero_()
-                    gy[rows:].zero_()
-                dw[k].add_(gemm.linear_t(gx.t(), gy.t()))
+                if exact:
+                    dw[k].addmm_(gx.t(), gy)
+                else:
+                    if call_rows > rows:  # the reduction runs over the padding rows: make them zero
+                        gx[rows:].zero_()
+                        gy[rows:].zero_()
+                    dw[k].add_(gemm.linear_t(gx.t(), gy.t()))
             if need_x:
-                scatter(0, in_rows, gemm.linear_t(gy, w[k])[:rows])
+                if exact:
+                    scatter(0, in_rows, torch.mm(gy, weight[k].t(), out=small[:rows]))
+                else:
+                    scatter(0, in_rows, gemm.linear_t(gy, w[k])[:rows])
         return grad_x, grad_w
     for chunk in _chunks(kmap, max(c_in, c_out), dy.device):
         a0, a1 = chunk[0][1], chunk[-1][2]

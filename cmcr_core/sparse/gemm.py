@@ -7,7 +7,10 @@ kernels from the CPU's features: 2.3x the rate on the 2-core AMD EPYC used for d
 ~0.65 MB each, and caches up to 1024 of them.  A kernel map has arbitrary row counts per offset, so rows
 are cut into pieces whose GEMM row counts come from the 7 powers of two in `ROW_SIZES`, padding the last
 piece of an offset by at most 15 % (or < 64 rows); the caller gathers into a workspace of the padded size
-and drops the padded output rows (or zeroes the padding when the GEMM reduces over rows).  Only layers
+and drops the padded output rows (or zeroes the padding when the GEMM reduces over rows).  A last piece of
+fewer than `EXACT_ROWS` rows is not padded but run exactly by `torch.mm`: a oneDNN call costs ~20 us of
+fixed overhead, so below 32 rows MKL's exact product is faster than a padded 64-row oneDNN one (and the
+padding of such tails was 3 % of MinkUNet34C's GEMM FLOPs).  Only layers
 with at least `ONEDNN_MIN_MACS` weights use oneDNN: the small ones carry ~5 % of MinkUNet34C's FLOPs but
 would add compiled kernels.  MinkUNet34C then needs ~110 kernels (~75 MB), a bounded, one-off cost.
 """
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ROW_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 MAX_PAD_ROWS = 256
+EXACT_ROWS = 32
 ONEDNN_MIN_MACS = 96 * 96
 _PAD_FRACTION = 0.15
 
@@ -75,11 +79,15 @@ def use_onednn(like: Tensor, c_in: int, c_out: int) -> bool:
 
 @functools.lru_cache(maxsize=65536)
 def padded_pieces(m: int) -> tuple[tuple[int, int, int], ...]:
-    """Cover m rows by (start, rows, call_rows) pieces, call_rows in ROW_SIZES, call_rows - rows <= 256."""
+    """Cover m rows by (start, rows, call_rows) pieces: call_rows in ROW_SIZES and call_rows - rows <= 256,
+    except a last piece of rows < EXACT_ROWS, which has call_rows == rows (an exact `torch.mm`)."""
     pieces = []
     start = 0
     while start < m:
         left = m - start
+        if left < EXACT_ROWS:
+            pieces.append((start, left, left))
+            break
         up = next((s for s in ROW_SIZES if s >= left), None)
         if up is not None and (up == ROW_SIZES[0] or up - left <= min(_PAD_FRACTION * left, MAX_PAD_ROWS)):
             pieces.append((start, left, up))
