@@ -1,11 +1,11 @@
 """Benchmark the cmcr sparse engine (MinkUNet34C) against the dense GEMM rate and MinkowskiEngine.
 
-Usage (CPU, 2 threads, 5 repeats):
+Usage (CPU; 1 thread is the setting for engine comparisons, see docs/sparse-engine.md section 10):
 
-    python benchmarks/sparse_unet.py --threads 2 --repeats 5
+    python benchmarks/sparse_unet.py --threads 1 --repeats 10
     python benchmarks/sparse_unet.py --device cuda --batch 8        # GPU: batch of 8 scans
 
-Prints ONE JSON line.  Every measurement runs in a fresh subprocess of this script with
+Prints ONE JSON line.  Every measurement runs in a subprocess of this script with
 OMP/MKL/OPENBLAS_NUM_THREADS and `torch.set_num_threads` set to `--threads`, so both engines and the dense
 GEMM reference use the same thread count:
 
@@ -13,15 +13,17 @@ GEMM reference use the same thread count:
   oneDNN, which the engine uses on CPU; `dense_gemm_gflops` is the best of all, so ratios against it are
   conservative;
 * `time`: forward (eval, no_grad) and training step (train mode, forward + backward of a sum-of-squares
-  loss) of each engine on the same input, min of N runs of wall time (`*_s`) and of process CPU time
-  (`*_cpu_s`, robust to other jobs at 1 thread); every run builds a new sparse tensor, so the kernel maps
-  are rebuilt each time (as in training) and their build time (`kernel_map_s`, from
+  loss) of both engines on the same input in ONE process, alternating run by run (ours, MinkowskiEngine,
+  ours, ...) so that both see the same machine state; min of N runs of wall time (`*_s`) and of process CPU
+  time (`*_cpu_s`, robust to other jobs at 1 thread); every run builds a new sparse tensor, so the kernel
+  maps are rebuilt each time (as in training) and their build time (`kernel_map_s`, from
   `CoordinateManager.map_seconds`) is part of `forward_s`;
-* `mem`: peak memory of ONE training step.  On CPU: a fresh process builds the model and the input,
-  reads its current RSS (/proc/self/statm), runs one step and reports ru_maxrss minus that baseline,
-  i.e. the extra resident memory the step needed (tracemalloc cannot see torch allocations, and both
-  engines allocate outside torch's allocator: MinkowskiEngine keeps maps in C++ vectors).  On CUDA:
-  torch.cuda.max_memory_allocated during the step.
+* `mem`: peak memory of a training step, one fresh process per engine.  On CPU: the extra resident memory
+  of the FIRST step (`peak_mem_train_mb`: VmHWM after the step minus the RSS just before it, one-off costs
+  such as oneDNN's compiled kernels included) and of a SECOND step (`peak_mem_train_steady_mb`: the same
+  after resetting VmHWM through /proc/self/clear_refs).  tracemalloc cannot see torch allocations, and
+  MinkowskiEngine keeps its maps in C++ vectors, so RSS is the only measure that covers both engines.  On
+  CUDA: torch.cuda.max_memory_allocated during each step.
 
 Useful FLOPs = sum over convolutions of 2 * pairs * C_in * C_out (pairs include the centre offset).
 """
@@ -167,43 +169,61 @@ def worker_gemm(args) -> dict:
     return result
 
 
+def _timed(device: str, fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of fn()."""
+    _sync(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
 def worker_time(args) -> dict:
+    """Forward and training-step times of one engine, or of both engines in one process, interleaved run by
+    run (ours, MinkowskiEngine, ours, ...) so that both see the same machine state: on a shared machine the
+    speed drifts by +-10 % over a minute, which separate processes would read as an engine difference."""
     import torch
 
     feats, coords = make_input(args.batch, args.device)
-    model, wrap, features_of = _build(args.engine, args.device)
-    result: dict = {"voxels": int(coords.shape[0])}
-    model.eval()
-    best, best_cpu, best_map = float("inf"), float("inf"), float("inf")
+    engines = ["ours", "minkowski"] if args.engine == "both" else [args.engine]
+    built = {engine: _build(engine, args.device) for engine in engines}
+    best = {engine: {} for engine in engines}
+
+    def keep(engine: str, key: str, value: float) -> None:
+        best[engine][key] = min(best[engine].get(key, float("inf")), value)
+
+    for model, _, _ in built.values():
+        model.eval()
     with torch.no_grad():
-        for _ in range(args.repeats + 1):  # first run is a warm-up
+        for round_ in range(args.repeats + 1):  # round 0 is a warm-up: its times are not kept
+            for engine, (model, wrap, features_of) in built.items():
+                _sync(args.device)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                x = wrap(feats, coords)
+                features_of(model(x))
+                _sync(args.device)
+                if round_ > 0:
+                    keep(engine, "forward_s", time.perf_counter() - start)
+                    keep(engine, "forward_cpu_s", time.process_time() - start_cpu)
+                    if hasattr(x, "manager"):
+                        keep(engine, "kernel_map_s", x.manager.map_seconds)
+    for model, _, _ in built.values():
+        model.train()
+    for round_ in range(args.repeats + 1):
+        for engine, (model, wrap, features_of) in built.items():
+            model.zero_grad(set_to_none=True)
             _sync(args.device)
             start, start_cpu = time.perf_counter(), time.process_time()
-            x = wrap(feats, coords)
-            features_of(model(x))
+            features_of(model(wrap(feats, coords))).square().sum().backward()
             _sync(args.device)
-            best = min(best, time.perf_counter() - start)
-            best_cpu = min(best_cpu, time.process_time() - start_cpu)
-            if hasattr(x, "manager"):
-                best_map = min(best_map, x.manager.map_seconds)
-    result["forward_s"] = best
-    result["forward_cpu_s"] = best_cpu
-    if best_map < float("inf"):
-        result["kernel_map_s"] = best_map
-    model.train()
-    best, best_cpu = float("inf"), float("inf")
-    for _ in range(args.repeats + 1):
-        model.zero_grad(set_to_none=True)
-        _sync(args.device)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        out = features_of(model(wrap(feats, coords)))
-        out.square().sum().backward()
-        _sync(args.device)
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - start_cpu)
-    result["train_step_s"] = best
-    result["train_step_cpu_s"] = best_cpu
-    if args.engine == "ours":
+            if round_ > 0:
+                keep(engine, "train_step_s", time.perf_counter() - start)
+                keep(engine, "train_step_cpu_s", time.process_time() - start_cpu)
+    result: dict = {"voxels": int(coords.shape[0])}
+    for engine in engines:
+        prefix = "" if engine == "ours" else "minkowski_"
+        result.update({prefix + key: value for key, value in best[engine].items()})
+    if "ours" in engines:
         result["useful_gflop"] = useful_gflop(feats, coords)
     return result
 
@@ -213,25 +233,46 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss_bytes() -> int:
+    """The process's resident high-water mark (VmHWM), resettable through /proc/self/clear_refs."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def worker_mem(args) -> dict:
-    import resource
+    """Extra memory of the FIRST training step in a fresh process (one-off costs included: oneDNN's compiled
+    kernels, allocator growth) and of a SECOND step (steady state: the peak high-water mark is reset after the
+    first step, where the kernel allows it)."""
+    import gc
 
     import torch
 
     feats, coords = make_input(args.batch, args.device)
     model, wrap, features_of = _build(args.engine, args.device)
     model.train()
-    if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_bytes()
-    features_of(model(wrap(feats, coords))).square().sum().backward()
-    if args.device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"peak_mem_train_mb": peak / 2**20}
+    cuda = args.device.startswith("cuda")
+    result = {}
+    for step, key in enumerate(("peak_mem_train_mb", "peak_mem_train_steady_mb")):
+        model.zero_grad(set_to_none=True)
+        gc.collect()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            if step > 0:
+                try:
+                    with open("/proc/self/clear_refs", "w") as f:
+                        f.write("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+                except OSError:
+                    break
+            base = _rss_bytes()
+        features_of(model(wrap(feats, coords))).square().sum().backward()
+        peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
+        result[key] = (peak - base) / 2**20
+    return result
 
 
 def run_worker(kind: str, engine: str, args) -> dict | None:
@@ -253,7 +294,7 @@ def run_worker(kind: str, engine: str, args) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--no-minkowski", action="store_true", help="skip MinkowskiEngine even if installed")
@@ -261,7 +302,8 @@ def main() -> None:
                         help="OMP_WAIT_POLICY=PASSIVE for every worker (both engines): idle OpenMP threads "
                              "sleep instead of spinning; use on a machine whose cores are shared")
     parser.add_argument("--worker", choices=("gemm", "time", "mem"), help=argparse.SUPPRESS)
-    parser.add_argument("--engine", choices=("ours", "minkowski"), default="ours", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", choices=("ours", "minkowski", "both"), default="ours",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         import torch
@@ -274,35 +316,35 @@ def main() -> None:
                  "omp_wait_policy": "PASSIVE" if args.passive else "default",
                  "load_avg_1min_start": os.getloadavg()[0]}
     out.update(run_worker("gemm", "ours", args) or {})
-    ours = run_worker("time", "ours", args)
-    if ours is None:
-        raise SystemExit("benchmark of the cmcr engine failed")
-    out.update(ours)
-    out.update(run_worker("mem", "ours", args) or {})
-    out["useful_gflops"] = out["useful_gflop"] / out["forward_s"]
-    if "dense_gemm_gflops" in out:
-        out["useful_gflops_over_dense"] = out["useful_gflops"] / out["dense_gemm_gflops"]
-    out["kernel_map_share"] = out["kernel_map_s"] / out["forward_s"]
     use_me = not args.no_minkowski and not args.device.startswith("cuda")
     if use_me:
         sys.path.insert(0, str(HERE))
         from minkowski_reference import import_minkowski
 
         use_me = import_minkowski() is not None
+    times = run_worker("time", "both" if use_me else "ours", args)
+    if times is None:
+        raise SystemExit("benchmark of the cmcr engine failed")
+    out.update(times)
+    out.update(run_worker("mem", "ours", args) or {})
+    out["useful_gflops"] = out["useful_gflop"] / out["forward_s"]
+    if "dense_gemm_gflops" in out:
+        out["useful_gflops_over_dense"] = out["useful_gflops"] / out["dense_gemm_gflops"]
+    out["kernel_map_share"] = out["kernel_map_s"] / out["forward_s"]
     if use_me:
-        me_time = run_worker("time", "minkowski", args) or {}
-        me_mem = run_worker("mem", "minkowski", args) or {}
-        if me_time:
-            for key in ("forward_s", "forward_cpu_s", "train_step_s", "train_step_cpu_s"):
-                out[f"minkowski_{key}"] = me_time[key]
-            out["forward_speedup_vs_minkowski"] = me_time["forward_s"] / out["forward_s"]
-            out["train_speedup_vs_minkowski"] = me_time["train_step_s"] / out["train_step_s"]
+        if "minkowski_forward_s" in out:
+            out["forward_speedup_vs_minkowski"] = out["minkowski_forward_s"] / out["forward_s"]
+            out["train_speedup_vs_minkowski"] = out["minkowski_train_step_s"] / out["train_step_s"]
             # CPU-time ratios: less sensitive to other jobs on a shared machine (exact only at 1 thread).
-            out["forward_cpu_speedup_vs_minkowski"] = me_time["forward_cpu_s"] / out["forward_cpu_s"]
-            out["train_cpu_speedup_vs_minkowski"] = me_time["train_step_cpu_s"] / out["train_step_cpu_s"]
-        if me_mem:
-            out["minkowski_peak_mem_train_mb"] = me_mem["peak_mem_train_mb"]
-            out["peak_mem_ratio_vs_minkowski"] = out["peak_mem_train_mb"] / me_mem["peak_mem_train_mb"]
+            out["forward_cpu_speedup_vs_minkowski"] = out["minkowski_forward_cpu_s"] / out["forward_cpu_s"]
+            out["train_cpu_speedup_vs_minkowski"] = (out["minkowski_train_step_cpu_s"]
+                                                     / out["train_step_cpu_s"])
+        me_mem = run_worker("mem", "minkowski", args) or {}
+        for key in ("peak_mem_train_mb", "peak_mem_train_steady_mb"):
+            if key in me_mem and key in out:
+                out[f"minkowski_{key}"] = me_mem[key]
+                ratio_key = "peak_mem_ratio_vs_minkowski" + ("_steady" if "steady" in key else "")
+                out[ratio_key] = out[key] / me_mem[key]
     out["load_avg_1min_end"] = os.getloadavg()[0]
     rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
     sys.stdout.write(json.dumps(rounded) + "\n")
