@@ -99,7 +99,7 @@ def _forward(x: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     out = _destination(kmap.n_out, c_out, x, identity, kmap.out_once)
     scatter = out.index_copy_ if kmap.out_once and identity is None else out.index_add_
     if onednn:
-        full = _workspace(0, max(gemm.ROW_SIZES), c_in, x)
+        full = _workspace(0, kmap.max_call_rows(gemm.padded_pieces), c_in, x)
         small = _workspace(1, gemm.EXACT_ROWS, c_out, x)
         w_t = weight.transpose(1, 2).unbind(0)  # (C_out, C_in) views: oneDNN's weight argument
         for k, in_rows, out_rows, rows, call_rows in kmap.pieces(gemm.padded_pieces):
@@ -137,8 +137,9 @@ def _backward(x: Tensor, dy: Tensor, weight: Tensor, kmap: KernelMap, need_x: bo
         grad_x = _destination(kmap.n_in, c_in, dy, identity, kmap.in_once)
         scatter = grad_x.index_copy_ if kmap.in_once and identity is None else grad_x.index_add_
     if onednn:
-        full_y = _workspace(0, max(gemm.ROW_SIZES), c_out, dy)
-        full_x = _workspace(1, max(gemm.ROW_SIZES), c_in, dy)
+        rows_max = kmap.max_call_rows(gemm.padded_pieces)
+        full_y = _workspace(0, rows_max, c_out, dy)
+        full_x = _workspace(1, rows_max, c_in, dy)
         small = _workspace(2, gemm.EXACT_ROWS, c_in, dy)
         w = weight.unbind(0)  # (C_in, C_out) = the weight argument of dy @ W^T
         dw = grad_w.unbind(0) if need_w else ()

@@ -55,6 +55,7 @@ class KernelMap:
     out_once: bool = False
     in_once: bool = False
     _pieces: list = field(default_factory=list, repr=False)
+    _max_call_rows: list = field(default_factory=list, repr=False)
 
     def pieces(self, split: Callable[[int], Sequence[tuple[int, int, int]]]
                ) -> list[tuple[int, Tensor, Tensor, int, int]]:
@@ -64,13 +65,20 @@ class KernelMap:
         Computed once per map: the ~25 convolutions at one resolution reuse the slices.
         """
         if not self._pieces:
-            for g, k in enumerate(self.offsets):
-                a = self.bounds[g]
-                for start, rows, call_rows in split(self.bounds[g + 1] - a):
-                    p = a + start
-                    self._pieces.append((k, self.in_rows[p:p + rows], self.out_rows[p:p + rows], rows,
-                                         call_rows))
+            plan = [(k, rows, call_rows) for g, k in enumerate(self.offsets)
+                    for _, rows, call_rows in split(self.bounds[g + 1] - self.bounds[g])]
+            sizes = [rows for _, rows, _ in plan]  # the pieces tile the pair tensors in order
+            ins = self.in_rows.split_with_sizes(sizes) if sizes else ()
+            outs = self.out_rows.split_with_sizes(sizes) if sizes else ()
+            self._pieces.extend((k, i, o, rows, call_rows)
+                                for (k, rows, call_rows), i, o in zip(plan, ins, outs, strict=True))
+            self._max_call_rows.append(max((call_rows for _, _, call_rows in plan), default=0))
         return self._pieces
+
+    def max_call_rows(self, split: Callable[[int], Sequence[tuple[int, int, int]]]) -> int:
+        """The largest GEMM row count of `pieces(split)` (sizes the gather workspace)."""
+        self.pieces(split)
+        return self._max_call_rows[0]
 
     @property
     def num_pairs(self) -> int:
