@@ -18,12 +18,13 @@ GEMM reference use the same thread count:
   time (`*_cpu_s`, robust to other jobs at 1 thread); every run builds a new sparse tensor, so the kernel
   maps are rebuilt each time (as in training) and their build time (`kernel_map_s`, from
   `CoordinateManager.map_seconds`) is part of `forward_s`;
-* `mem`: peak memory of a training step, one fresh process per engine.  On CPU: the extra resident memory
-  of the FIRST step (`peak_mem_train_mb`: VmHWM after the step minus the RSS just before it, one-off costs
-  such as oneDNN's compiled kernels included) and of a SECOND step (`peak_mem_train_steady_mb`: the same
-  after resetting VmHWM through /proc/self/clear_refs).  tracemalloc cannot see torch allocations, and
+* `mem`: peak memory of a training step, one fresh process per engine.  On CPU, `peak_mem_train_mb`: the
+  extra resident memory of the FIRST step (VmHWM after the step minus the RSS just before it), one-off costs
+  such as oneDNN's compiled kernels included; `peak_mem_train_live_mb`: the same for a SECOND step (VmHWM
+  reset through /proc/self/clear_refs) in a process whose allocator returns freed blocks at once, i.e. the
+  memory a steady training step holds at its peak.  tracemalloc cannot see torch allocations, and
   MinkowskiEngine keeps its maps in C++ vectors, so RSS is the only measure that covers both engines.  On
-  CUDA: torch.cuda.max_memory_allocated during each step.
+  CUDA: torch.cuda.max_memory_allocated during the (first) step.
 
 Useful FLOPs = sum over convolutions of 2 * pairs * C_in * C_out (pairs include the centre offset).
 """
@@ -243,9 +244,14 @@ def _peak_rss_bytes() -> int:
 
 
 def worker_mem(args) -> dict:
-    """Extra memory of the FIRST training step in a fresh process (one-off costs included: oneDNN's compiled
-    kernels, allocator growth) and of a SECOND step (steady state: the peak high-water mark is reset after the
-    first step, where the kernel allows it)."""
+    """Extra memory of a training step, one engine, fresh process.
+
+    Default: the FIRST step, with the default allocator (`peak_mem_train_mb`): one-off costs included
+    (oneDNN's compiled kernels, allocator growth).  `--live`: the SECOND step (`peak_mem_train_live_mb`), the
+    high-water mark reset after the first one, in a process started with glibc told to return freed blocks
+    to the system (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, set by `run_worker`), so that RSS follows
+    the memory the step really holds rather than what the allocator kept from the step before.
+    """
     import gc
 
     import torch
@@ -254,8 +260,8 @@ def worker_mem(args) -> dict:
     model, wrap, features_of = _build(args.engine, args.device)
     model.train()
     cuda = args.device.startswith("cuda")
-    result = {}
-    for step, key in enumerate(("peak_mem_train_mb", "peak_mem_train_steady_mb")):
+    key = "peak_mem_train_live_mb" if args.live else "peak_mem_train_mb"
+    for step in range(2 if args.live else 1):
         model.zero_grad(set_to_none=True)
         gc.collect()
         if cuda:
@@ -263,27 +269,27 @@ def worker_mem(args) -> dict:
             base = torch.cuda.memory_allocated()
         else:
             if step > 0:
-                try:
-                    with open("/proc/self/clear_refs", "w") as f:
-                        f.write("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
-                except OSError:
-                    break
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
             base = _rss_bytes()
         features_of(model(wrap(feats, coords))).square().sum().backward()
         peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
-        result[key] = (peak - base) / 2**20
-    return result
+    return {key: (peak - base) / 2**20}
 
 
-def run_worker(kind: str, engine: str, args) -> dict | None:
+def run_worker(kind: str, engine: str, args, live: bool = False) -> dict | None:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(args.threads)
     if args.passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if live:  # glibc returns every freed block of >= 64 KiB at once: RSS follows live memory
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        env["MALLOC_TRIM_THRESHOLD_"] = "0"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--engine", engine,
            "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device,
-           "--batch", str(args.batch)] + (["--passive"] if args.passive else [])
+           "--batch", str(args.batch)]
+    cmd += (["--passive"] if args.passive else []) + (["--live"] if live else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE.parent)
     if proc.returncode != 0:
         sys.stderr.write(f"[{kind}/{engine}] failed:\n{proc.stderr[-2000:]}\n")
@@ -304,6 +310,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=("gemm", "time", "mem"), help=argparse.SUPPRESS)
     parser.add_argument("--engine", choices=("ours", "minkowski", "both"), default="ours",
                         help=argparse.SUPPRESS)
+    parser.add_argument("--live", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         import torch
@@ -327,6 +334,8 @@ def main() -> None:
         raise SystemExit("benchmark of the cmcr engine failed")
     out.update(times)
     out.update(run_worker("mem", "ours", args) or {})
+    if not args.device.startswith("cuda"):
+        out.update(run_worker("mem", "ours", args, live=True) or {})
     out["useful_gflops"] = out["useful_gflop"] / out["forward_s"]
     if "dense_gemm_gflops" in out:
         out["useful_gflops_over_dense"] = out["useful_gflops"] / out["dense_gemm_gflops"]
@@ -339,11 +348,12 @@ def main() -> None:
             out["forward_cpu_speedup_vs_minkowski"] = out["minkowski_forward_cpu_s"] / out["forward_cpu_s"]
             out["train_cpu_speedup_vs_minkowski"] = (out["minkowski_train_step_cpu_s"]
                                                      / out["train_step_cpu_s"])
-        me_mem = run_worker("mem", "minkowski", args) or {}
-        for key in ("peak_mem_train_mb", "peak_mem_train_steady_mb"):
+        me_mem = {**(run_worker("mem", "minkowski", args) or {}),
+                  **(run_worker("mem", "minkowski", args, live=True) or {})}
+        for key, ratio_key in (("peak_mem_train_mb", "peak_mem_ratio_vs_minkowski"),
+                               ("peak_mem_train_live_mb", "peak_mem_live_ratio_vs_minkowski")):
             if key in me_mem and key in out:
                 out[f"minkowski_{key}"] = me_mem[key]
-                ratio_key = "peak_mem_ratio_vs_minkowski" + ("_steady" if "steady" in key else "")
                 out[ratio_key] = out[key] / me_mem[key]
     out["load_avg_1min_end"] = os.getloadavg()[0]
     rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
