@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cmcr_core.sparse import gemm
 from cmcr_core.sparse.functional import sparse_conv
 from cmcr_core.sparse.tensor import SparseTensor
 
@@ -63,9 +64,15 @@ class _SparseConvBase(nn.Module):
                 f"stride={self.stride}, bias={self.bias is not None}")
 
     def _pointwise(self, x: SparseTensor) -> SparseTensor:
+        features = x.features
+        if not torch.is_grad_enabled() and gemm.use_onednn(features, self.in_channels, self.out_channels):
+            # Inference on CPU float32: oneDNN's matmul (~2x MKL's rate here, see gemm.py); training keeps
+            # torch.mm, whose backward autograd provides.
+            out = gemm.matmul(features, self.kernel, True)
+            return x.replace(out if self.bias is None else out.add_(self.bias))
         if self.bias is None:
-            return x.replace(torch.mm(x.features, self.kernel))
-        return x.replace(torch.addmm(self.bias, x.features, self.kernel))
+            return x.replace(torch.mm(features, self.kernel))
+        return x.replace(torch.addmm(self.bias, features, self.kernel))
 
     def _finish(self, features: Tensor, x: SparseTensor, coordinate_set) -> SparseTensor:
         if self.bias is not None:
@@ -137,7 +144,18 @@ class SparseBatchNorm(nn.Module):
         self.bn = nn.BatchNorm1d(num_features, eps=eps, momentum=momentum)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.replace(self.bn(x.features))
+        bn = self.bn
+        if not torch.is_grad_enabled() and not bn.training and bn.running_mean is not None:
+            # Inference with running statistics: y = x * scale + shift in one pass (about twice as fast as
+            # batch_norm's kernel on (N, C) rows); same values up to rounding.
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            shift = -bn.running_mean * scale
+            if bn.bias is not None:
+                shift = shift + bn.bias
+            return x.replace(torch.addcmul(shift, x.features, scale))
+        return x.replace(bn(x.features))
 
 
 class SparseReLU(nn.Module):

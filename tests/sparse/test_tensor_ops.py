@@ -37,6 +37,49 @@ def test_batchnorm_and_relu_act_on_rows() -> None:
                                             "bn.num_batches_tracked"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batchnorm_inference_fast_path_matches_batch_norm(dtype: torch.dtype) -> None:
+    """Eval + no_grad runs x * scale + shift; it must equal `F.batch_norm` with the running statistics, and
+    train mode (even under no_grad) and eval with grad enabled must keep the module's own path."""
+    g = torch.Generator().manual_seed(3)
+    x = _tensor(channels=7).replace(torch.randn(len(_tensor(channels=7)), 7, generator=g, dtype=dtype))
+    bn = SparseBatchNorm(7).to(dtype).eval()
+    with torch.no_grad():
+        bn.bn.running_mean.copy_(torch.randn(7, generator=g))
+        bn.bn.running_var.copy_(torch.rand(7, generator=g) + 0.2)
+        bn.bn.weight.copy_(torch.randn(7, generator=g))
+        bn.bn.bias.copy_(torch.randn(7, generator=g))
+        fast = bn(x).features
+    ref = torch.nn.functional.batch_norm(x.features, bn.bn.running_mean, bn.bn.running_var, bn.bn.weight,
+                                         bn.bn.bias, training=False, eps=bn.bn.eps)
+    torch.testing.assert_close(fast, ref, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-6)
+    torch.testing.assert_close(bn(x).features.detach(), ref.detach())  # grad enabled: module path
+    x_before = x.features.clone()
+    bn.train()
+    with torch.no_grad():
+        y = bn(x).features  # batch statistics, running statistics updated
+        ref_train = torch.nn.functional.batch_norm(x.features, None, None, bn.bn.weight, bn.bn.bias,
+                                                   training=True, eps=bn.bn.eps)
+    torch.testing.assert_close(y, ref_train)
+    assert bn.bn.num_batches_tracked.item() == 1
+    assert torch.equal(x.features, x_before)  # the input is never written
+
+
+def test_pointwise_inference_fast_path_matches_mm() -> None:
+    """Kernel 1 under no_grad on CPU float32 goes through oneDNN (pieces of fixed row counts): equal to the
+    plain product, with and without bias, for row counts that are not multiples of the piece sizes."""
+    g = torch.Generator().manual_seed(4)
+    coords = random_coords(g, 2, 16, 0.4)  # ~3.3k rows
+    x = SparseTensor(torch.randn(len(coords), 96, generator=g), coords)
+    for bias in (False, True):
+        layer = SparseConv3d(96, 112, kernel_size=1, bias=bias)
+        ref = x.features @ layer.kernel + (layer.bias if bias else 0)
+        with torch.no_grad():
+            fast = layer(x).features
+        torch.testing.assert_close(fast, ref.detach(), rtol=1e-5, atol=1e-5)
+        assert layer(x).features.requires_grad  # training path: autograd through torch.mm
+
+
 def test_cat_requires_the_same_rows() -> None:
     x = _tensor()
     y = x.replace(torch.ones(len(x), 2))
