@@ -89,20 +89,22 @@ def _destination(n: int, c: int, like: Tensor, identity: Tensor | None, once: bo
     return torch.zeros(n, c, dtype=like.dtype, device=like.device)
 
 
-def _forward(x: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
-    """y (n_out, C_out) = conv(x) for contiguous x (n_in, C_in) and weight (K, C_in, C_out)."""
+def _forward(x: Tensor, weight: Tensor, kmap: KernelMap, inference: bool = False) -> Tensor:
+    """y (n_out, C_out) = conv(x) for contiguous x (n_in, C_in) and weight (K, C_in, C_out); `inference`:
+    no backward will follow (oneDNN for more layers, finer pieces: see gemm.py)."""
     c_in, c_out = weight.shape[1], weight.shape[2]
-    onednn = gemm.use_onednn(x, c_in, c_out)
+    onednn = gemm.use_onednn(x, c_in, c_out, inference)
+    split = gemm.inference_pieces if inference else gemm.padded_pieces
     identity = None
     if kmap.identity is not None:
         identity = gemm.matmul(x, weight[kmap.identity], onednn)
     out = _destination(kmap.n_out, c_out, x, identity, kmap.out_once)
     scatter = out.index_copy_ if kmap.out_once and identity is None else out.index_add_
     if onednn:
-        full = _workspace(0, kmap.max_call_rows(gemm.padded_pieces), c_in, x)
+        full = _workspace(0, kmap.max_call_rows(split), c_in, x)
         small = _workspace(1, gemm.EXACT_ROWS, c_out, x)
         w_t = weight.transpose(1, 2).unbind(0)  # (C_out, C_in) views: oneDNN's weight argument
-        for k, in_rows, out_rows, rows, call_rows in kmap.pieces(gemm.padded_pieces):
+        for k, in_rows, out_rows, rows, call_rows in kmap.pieces(split):
             buf = full[:call_rows]  # rows past `rows` hold stale values: their results are cut off
             torch.index_select(x, 0, in_rows, out=buf[:rows])
             if call_rows < gemm.ROW_SIZES[0]:  # short last piece: exact product (see gemm.EXACT_ROWS)
@@ -182,18 +184,18 @@ def _backward(x: Tensor, dy: Tensor, weight: Tensor, kmap: KernelMap, need_x: bo
 
 class _SparseConvolution(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+    def forward(ctx, features: Tensor, weight: Tensor, kmap: KernelMap, inference: bool) -> Tensor:
         features = features.contiguous()
         ctx.kmap = kmap
         ctx.save_for_backward(features, weight)
-        return _forward(features, weight, kmap)
+        return _forward(features, weight, kmap, inference)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         features, weight = ctx.saved_tensors
         grad_x, grad_w = _backward(features, grad_out.contiguous(), weight, ctx.kmap,
                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return grad_x, grad_w, None
+        return grad_x, grad_w, None, None
 
 
 def sparse_conv(features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
@@ -214,4 +216,5 @@ def sparse_conv(features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
                          f"{tuple(weight.shape)}")
     if weight.dtype != features.dtype:
         raise ValueError(f"weight dtype {weight.dtype} differs from features dtype {features.dtype}")
-    return _SparseConvolution.apply(features, weight, kmap)
+    inference = not (torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad))
+    return _SparseConvolution.apply(features, weight, kmap, inference)

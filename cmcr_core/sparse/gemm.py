@@ -12,7 +12,12 @@ fewer than `EXACT_ROWS` rows is not padded but run exactly by `torch.mm`: a oneD
 fixed overhead, so below 32 rows MKL's exact product is faster than a padded 64-row oneDNN one (and the
 padding of such tails was 3 % of MinkUNet34C's GEMM FLOPs).  Only layers
 with at least `ONEDNN_MIN_MACS` weights use oneDNN: the small ones carry ~5 % of MinkUNet34C's FLOPs but
-would add compiled kernels.  MinkUNet34C then needs ~110 kernels (~75 MB), a bounded, one-off cost.
+would add compiled kernels.  A training step of MinkUNet34C then needs ~140 kernels (each holds ~0.6 MB of
+heap: ~80 MB), a bounded, one-off cost that counts against the training memory budget.
+
+Without autograd (inference) the trade is made the other way: convolutions from 64 x 64 weights up use
+oneDNN, and pieces come from the finer ladder `INFERENCE_ROW_SIZES` (x1.5 steps: one call per offset
+more often, less padding), at the price of more compiled kernels in processes that run inference.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 ROW_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+INFERENCE_ROW_SIZES = (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 MAX_PAD_ROWS = 256
 EXACT_ROWS = 32
 ONEDNN_MIN_MACS = 96 * 96
+ONEDNN_MIN_MACS_INFERENCE = 64 * 64
 _PAD_FRACTION = 0.15
 
 _state: dict[str, bool] = {}
@@ -66,21 +73,22 @@ def _onednn_works() -> bool:
     return _state["works"]
 
 
-def use_onednn(like: Tensor, c_in: int, c_out: int) -> bool:
+def use_onednn(like: Tensor, c_in: int, c_out: int, inference: bool = False) -> bool:
     """Whether the GEMMs of a (c_in -> c_out) layer on tensors like `like` go through oneDNN: CPU float32,
-    at least `ONEDNN_MIN_MACS` weights (small layers carry few FLOPs but would add compiled kernels), and
-    the probe passed."""
-    if like.device.type != "cpu" or like.dtype != torch.float32 or c_in * c_out < ONEDNN_MIN_MACS:
+    at least `ONEDNN_MIN_MACS` weights (`ONEDNN_MIN_MACS_INFERENCE` without autograd; small layers carry
+    few FLOPs but would add compiled kernels), and the probe passed."""
+    least = ONEDNN_MIN_MACS_INFERENCE if inference else ONEDNN_MIN_MACS
+    if like.device.type != "cpu" or like.dtype != torch.float32 or c_in * c_out < least:
         return False
     if "enabled" not in _state:
         _state["enabled"] = _onednn_works()
     return _state["enabled"]
 
 
-@functools.lru_cache(maxsize=65536)
-def padded_pieces(m: int) -> tuple[tuple[int, int, int], ...]:
-    """Cover m rows by (start, rows, call_rows) pieces: call_rows in ROW_SIZES and call_rows - rows <= 256,
-    except a last piece of rows < EXACT_ROWS, which has call_rows == rows (an exact `torch.mm`)."""
+def _cover(m: int, sizes: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+    """Cover m rows by (start, rows, call_rows) pieces: call_rows in `sizes` and call_rows - rows <= 256 (and
+    <= 15 % of rows, or < sizes[0]), except a last piece of rows < EXACT_ROWS, which has call_rows == rows
+    (an exact `torch.mm`)."""
     pieces = []
     start = 0
     while start < m:
@@ -88,14 +96,26 @@ def padded_pieces(m: int) -> tuple[tuple[int, int, int], ...]:
         if left < EXACT_ROWS:
             pieces.append((start, left, left))
             break
-        up = next((s for s in ROW_SIZES if s >= left), None)
-        if up is not None and (up == ROW_SIZES[0] or up - left <= min(_PAD_FRACTION * left, MAX_PAD_ROWS)):
+        up = next((s for s in sizes if s >= left), None)
+        if up is not None and (up == sizes[0] or up - left <= min(_PAD_FRACTION * left, MAX_PAD_ROWS)):
             pieces.append((start, left, up))
             break
-        down = max(s for s in ROW_SIZES if s <= left)
+        down = max(s for s in sizes if s <= left)
         pieces.append((start, down, down))
         start += down
     return tuple(pieces)
+
+
+@functools.lru_cache(maxsize=65536)
+def padded_pieces(m: int) -> tuple[tuple[int, int, int], ...]:
+    """`_cover` with `ROW_SIZES`: the pieces of training-mode convolutions (forward and backward)."""
+    return _cover(m, ROW_SIZES)
+
+
+@functools.lru_cache(maxsize=65536)
+def inference_pieces(m: int) -> tuple[tuple[int, int, int], ...]:
+    """`_cover` with `INFERENCE_ROW_SIZES`: the pieces of convolutions run without autograd."""
+    return _cover(m, INFERENCE_ROW_SIZES)
 
 
 @functools.lru_cache(maxsize=65536)

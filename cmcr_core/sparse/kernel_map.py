@@ -54,31 +54,32 @@ class KernelMap:
     identity: int | None = None
     out_once: bool = False
     in_once: bool = False
-    _pieces: list = field(default_factory=list, repr=False)
-    _max_call_rows: list = field(default_factory=list, repr=False)
+    _pieces: dict = field(default_factory=dict, repr=False)
+    _max_call_rows: dict = field(default_factory=dict, repr=False)
 
     def pieces(self, split: Callable[[int], Sequence[tuple[int, int, int]]]
                ) -> list[tuple[int, Tensor, Tensor, int, int]]:
         """(kernel index, in_rows slice, out_rows slice, rows, GEMM rows) of every GEMM piece.
 
-        `split(m)` cuts a group of m pairs into (start, rows, GEMM rows) pieces (`gemm.padded_pieces`).
-        Computed once per map: the ~25 convolutions at one resolution reuse the slices.
+        `split(m)` cuts a group of m pairs into (start, rows, GEMM rows) pieces (`gemm.padded_pieces` or
+        `gemm.inference_pieces`).  Computed once per map and split: the ~25 convolutions at one resolution
+        reuse the slices.
         """
-        if not self._pieces:
+        if split not in self._pieces:
             plan = [(k, rows, call_rows) for g, k in enumerate(self.offsets)
                     for _, rows, call_rows in split(self.bounds[g + 1] - self.bounds[g])]
             sizes = [rows for _, rows, _ in plan]  # the pieces tile the pair tensors in order
             ins = self.in_rows.split_with_sizes(sizes) if sizes else ()
             outs = self.out_rows.split_with_sizes(sizes) if sizes else ()
-            self._pieces.extend((k, i, o, rows, call_rows)
-                                for (k, rows, call_rows), i, o in zip(plan, ins, outs, strict=True))
-            self._max_call_rows.append(max((call_rows for _, _, call_rows in plan), default=0))
-        return self._pieces
+            self._pieces[split] = [(k, i, o, rows, call_rows)
+                                   for (k, rows, call_rows), i, o in zip(plan, ins, outs, strict=True)]
+            self._max_call_rows[split] = max((call_rows for _, _, call_rows in plan), default=0)
+        return self._pieces[split]
 
     def max_call_rows(self, split: Callable[[int], Sequence[tuple[int, int, int]]]) -> int:
         """The largest GEMM row count of `pieces(split)` (sizes the gather workspace)."""
         self.pieces(split)
-        return self._max_call_rows[0]
+        return self._max_call_rows[split]
 
     @property
     def num_pairs(self) -> int:

@@ -10,16 +10,19 @@ from cmcr_core.sparse import SparseConv3d, SparseConvTranspose3d, SparseTensor, 
 
 
 @pytest.mark.parametrize("m", [1, 31, 32, 33, 100, 257, 1000, 5000, 8192, 8193, 20000])
-def test_row_pieces_cover_exactly(m: int) -> None:
-    padded = gemm.padded_pieces(m)
+@pytest.mark.parametrize("which", ["training", "inference"])
+def test_row_pieces_cover_exactly(m: int, which: str) -> None:
+    split, sizes = ((gemm.padded_pieces, gemm.ROW_SIZES) if which == "training"
+                    else (gemm.inference_pieces, gemm.INFERENCE_ROW_SIZES))
+    padded = split(m)
     assert sum(rows for _, rows, _ in padded) == m
     assert [start for start, _, _ in padded] == [sum(r for _, r, _ in padded[:i]) for i in range(len(padded))]
     for i, (_, rows, call_rows) in enumerate(padded):
         if rows < gemm.EXACT_ROWS:  # a short last piece is run exactly, without padding
             assert call_rows == rows and i == len(padded) - 1
             continue
-        assert call_rows in gemm.ROW_SIZES and rows <= call_rows
-        assert call_rows - rows <= max(gemm.ROW_SIZES[0] - 1, min(0.15 * rows, gemm.MAX_PAD_ROWS))
+        assert call_rows in sizes and rows <= call_rows
+        assert call_rows - rows <= max(sizes[0] - 1, min(0.15 * rows, gemm.MAX_PAD_ROWS))
     exact = gemm.exact_pieces(m)
     assert sum(rows for _, rows in exact) == m
     assert all(rows in gemm.ROW_SIZES for _, rows in exact[:-1])
@@ -60,10 +63,29 @@ def test_float32_path_matches_float64(backend: str, kind: str, density: float) -
         n_out = len(coarse_set) if kind == "down2" else len(coords)
         r = torch.randn(n_out, c_out, generator=g)
         y32, gx32, gw32 = _grads(layer, x, r)
+        with torch.no_grad():  # the inference path: finer pieces (gemm.inference_pieces)
+            y32_inference = layer(x).features
         layer64 = layer.double()
         layer64.kernel.grad = None
         y64, gx64, gw64 = _grads(layer64, x.replace(x.features.double()), r)
     finally:
         gemm.set_cpu_gemm("onednn")
-    for a, b in ((y32, y64), (gx32, gx64), (gw32, gw64)):
+    for a, b in ((y32, y64), (y32_inference, y64), (gx32, gx64), (gw32, gw64)):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+
+def test_inference_uses_onednn_for_64_channel_layers() -> None:
+    """64 -> 64 is below the training threshold but above the inference one: without autograd its forward
+    runs the oneDNN pieces, and agrees with the float64 product."""
+    if not gemm._onednn_works():
+        pytest.skip("oneDNN matmul unavailable")
+    assert gemm.use_onednn(torch.zeros(1), 64, 64, inference=True)
+    assert not gemm.use_onednn(torch.zeros(1), 64, 64)
+    g = torch.Generator().manual_seed(1)
+    coords = random_coords(g, 2, 20, 0.3, origin=-10)
+    x = SparseTensor(torch.randn(len(coords), 64, generator=g), coords)
+    layer = SparseConv3d(64, 64, 3)
+    with torch.no_grad():
+        y = layer(x).features
+        y64 = layer.double()(x.replace(x.features.double())).features
+    torch.testing.assert_close(y.double(), y64, rtol=1e-4, atol=1e-4 * float(y64.abs().max()))
