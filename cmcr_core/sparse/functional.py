@@ -216,5 +216,10 @@ def sparse_conv(features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
                          f"{tuple(weight.shape)}")
     if weight.dtype != features.dtype:
         raise ValueError(f"weight dtype {weight.dtype} differs from features dtype {features.dtype}")
-    inference = not (torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad))
-    return _SparseConvolution.apply(features, weight, kmap, inference)
+    return _SparseConvolution.apply(features, weight, kmap, not autograd_needed(features, weight))
+
+
+def autograd_needed(*tensors: Tensor | None) -> bool:
+    """Whether a backward pass can follow: grad mode on and some of `tensors` requires a gradient.  When it
+    cannot, the layers take their inference paths (see gemm.py)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

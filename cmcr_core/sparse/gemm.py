@@ -8,10 +8,10 @@ kernels from the CPU's features: 2.3x the rate on the 2-core AMD EPYC used for d
 are cut into pieces whose GEMM row counts come from the 7 powers of two in `ROW_SIZES`, padding the last
 piece of an offset by at most 15 % (or < 64 rows); the caller gathers into a workspace of the padded size
 and drops the padded output rows (or zeroes the padding when the GEMM reduces over rows).  A last piece of
-fewer than `EXACT_ROWS` rows is not padded but run exactly by `torch.mm`: a oneDNN call costs ~20 us of
-fixed overhead, so below 32 rows MKL's exact product is faster than a padded 64-row oneDNN one (and the
-padding of such tails was 3 % of MinkUNet34C's GEMM FLOPs).  Only layers
-with at least `ONEDNN_MIN_MACS` weights use oneDNN: the small ones carry ~5 % of MinkUNet34C's FLOPs but
+fewer than `EXACT_ROWS` rows is not padded but run exactly by `torch.mm`: a oneDNN call has ~12 us of
+fixed cost (MKL's: ~2 us), so below 32 rows MKL's exact product is faster than a padded 64-row oneDNN one
+(and the padding of such tails was 3 % of MinkUNet34C's GEMM FLOPs).  Only layers with at least
+`ONEDNN_MIN_MACS` weights use oneDNN: the small ones carry ~5 % of MinkUNet34C's FLOPs but
 would add compiled kernels.  A training step of MinkUNet34C then needs ~140 kernels (each holds ~0.6 MB of
 heap: ~80 MB), a bounded, one-off cost that counts against the training memory budget.
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmcr_core.sparse import gemm
-from cmcr_core.sparse.functional import sparse_conv
+from cmcr_core.sparse.functional import autograd_needed, sparse_conv
 from cmcr_core.sparse.tensor import SparseTensor
 
 
@@ -65,7 +65,8 @@ class _SparseConvBase(nn.Module):
 
     def _pointwise(self, x: SparseTensor) -> SparseTensor:
         features = x.features
-        if not torch.is_grad_enabled() and gemm.use_onednn(features, self.in_channels, self.out_channels):
+        if (not autograd_needed(features, self.kernel, self.bias)
+                and gemm.use_onednn(features, self.in_channels, self.out_channels, inference=True)):
             # Inference on CPU float32: oneDNN's matmul (~2x MKL's rate here, see gemm.py); training keeps
             # torch.mm, whose backward autograd provides.
             out = gemm.matmul(features, self.kernel, True)
@@ -145,7 +146,8 @@ class SparseBatchNorm(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         bn = self.bn
-        if not torch.is_grad_enabled() and not bn.training and bn.running_mean is not None:
+        running = not bn.training and bn.running_mean is not None
+        if running and not autograd_needed(x.features, bn.weight, bn.bias):
             # Inference with running statistics: y = x * scale + shift in one pass (about twice as fast as
             # batch_norm's kernel on (N, C) rows); same values up to rounding.
             scale = torch.rsqrt(bn.running_var + bn.eps)
