@@ -55,7 +55,6 @@ class KernelMap:
     out_once: bool = False
     in_once: bool = False
     _pieces: dict = field(default_factory=dict, repr=False)
-    _max_call_rows: dict = field(default_factory=dict, repr=False)
 
     def pieces(self, split: Callable[[int], Sequence[tuple[int, int, int]]]
                ) -> list[tuple[int, Tensor, Tensor, int, int]]:
@@ -65,21 +64,25 @@ class KernelMap:
         `gemm.inference_pieces`).  Computed once per map and split: the ~25 convolutions at one resolution
         reuse the slices.
         """
+        return self._plan(split)[0]
+
+    def max_call_rows(self, split: Callable[[int], Sequence[tuple[int, int, int]]]) -> int:
+        """The largest GEMM row count of `pieces(split)` (sizes the gather workspace)."""
+        return self._plan(split)[1]
+
+    def _plan(self, split: Callable[[int], Sequence[tuple[int, int, int]]]
+              ) -> tuple[list[tuple[int, Tensor, Tensor, int, int]], int]:
+        """(pieces, largest GEMM row count) for `split`, built on first use."""
         if split not in self._pieces:
             plan = [(k, rows, call_rows) for g, k in enumerate(self.offsets)
                     for _, rows, call_rows in split(self.bounds[g + 1] - self.bounds[g])]
             sizes = [rows for _, rows, _ in plan]  # the pieces tile the pair tensors in order
             ins = self.in_rows.split_with_sizes(sizes) if sizes else ()
             outs = self.out_rows.split_with_sizes(sizes) if sizes else ()
-            self._pieces[split] = [(k, i, o, rows, call_rows)
-                                   for (k, rows, call_rows), i, o in zip(plan, ins, outs, strict=True)]
-            self._max_call_rows[split] = max((call_rows for _, _, call_rows in plan), default=0)
+            pieces = [(k, i, o, rows, call_rows)
+                      for (k, rows, call_rows), i, o in zip(plan, ins, outs, strict=True)]
+            self._pieces[split] = (pieces, max((call_rows for _, _, call_rows in plan), default=0))
         return self._pieces[split]
-
-    def max_call_rows(self, split: Callable[[int], Sequence[tuple[int, int, int]]]) -> int:
-        """The largest GEMM row count of `pieces(split)` (sizes the gather workspace)."""
-        self.pieces(split)
-        return self._max_call_rows[split]
 
     @property
     def num_pairs(self) -> int:
