@@ -170,13 +170,13 @@ def worker_gemm(args) -> dict:
     return result
 
 
-def _timed(device: str, fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of fn()."""
+def _timed(device: str, fn):
+    """(fn()'s result, wall seconds, process CPU seconds), the device synchronised around the call."""
     _sync(device)
     start, start_cpu = time.perf_counter(), time.process_time()
-    fn()
+    result = fn()
     _sync(device)
-    return time.perf_counter() - start, time.process_time() - start_cpu
+    return result, time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def worker_time(args) -> dict:
@@ -193,33 +193,34 @@ def worker_time(args) -> dict:
     def keep(engine: str, key: str, value: float) -> None:
         best[engine][key] = min(best[engine].get(key, float("inf")), value)
 
+    def forward(model, wrap, features_of):
+        x = wrap(feats, coords)
+        features_of(model(x))
+        return x
+
+    def train_step(model, wrap, features_of) -> None:
+        features_of(model(wrap(feats, coords))).square().sum().backward()
+
     for model, _, _ in built.values():
         model.eval()
     with torch.no_grad():
         for round_ in range(args.repeats + 1):  # round 0 is a warm-up: its times are not kept
-            for engine, (model, wrap, features_of) in built.items():
-                _sync(args.device)
-                start, start_cpu = time.perf_counter(), time.process_time()
-                x = wrap(feats, coords)
-                features_of(model(x))
-                _sync(args.device)
+            for engine, parts in built.items():
+                x, wall, cpu = _timed(args.device, lambda parts=parts: forward(*parts))
                 if round_ > 0:
-                    keep(engine, "forward_s", time.perf_counter() - start)
-                    keep(engine, "forward_cpu_s", time.process_time() - start_cpu)
+                    keep(engine, "forward_s", wall)
+                    keep(engine, "forward_cpu_s", cpu)
                     if hasattr(x, "manager"):
                         keep(engine, "kernel_map_s", x.manager.map_seconds)
     for model, _, _ in built.values():
         model.train()
     for round_ in range(args.repeats + 1):
-        for engine, (model, wrap, features_of) in built.items():
-            model.zero_grad(set_to_none=True)
-            _sync(args.device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            features_of(model(wrap(feats, coords))).square().sum().backward()
-            _sync(args.device)
+        for engine, parts in built.items():
+            parts[0].zero_grad(set_to_none=True)  # outside the timed step
+            _, wall, cpu = _timed(args.device, lambda parts=parts: train_step(*parts))
             if round_ > 0:
-                keep(engine, "train_step_s", time.perf_counter() - start)
-                keep(engine, "train_step_cpu_s", time.process_time() - start_cpu)
+                keep(engine, "train_step_s", wall)
+                keep(engine, "train_step_cpu_s", cpu)
     result: dict = {"voxels": int(coords.shape[0])}
     for engine in engines:
         prefix = "" if engine == "ours" else "minkowski_"
