@@ -14,6 +14,7 @@ import datetime
 import logging
 import os
 import random
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -97,8 +98,16 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (no-op when none was joined)."""
+    """Leave the process group (no-op when none was joined).
+
+    Called from the runners' ``finally`` blocks.  On a normal exit the ranks first meet at a barrier, so no
+    rank tears its gloo connections down while a peer still finishes its last collective (a rank can then
+    abort with "terminate called without an active exception"; seen once in the 2-rank test).  While an
+    exception propagates there is no barrier: the peers may be gone, and it would wait for the timeout.
+    """
     if dist.is_available() and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 

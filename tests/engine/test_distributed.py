@@ -88,3 +88,26 @@ def test_single_process_helpers(monkeypatch):
     seeds = {rank_seed(7, r) for r in range(8)}
     assert len(seeds) == 8 and all(0 <= s < 2**63 for s in seeds)
     assert rank_seed(7, 1) == rank_seed(7, 1) != rank_seed(8, 1)
+
+
+def test_cleanup_meets_peers_only_on_a_normal_exit(monkeypatch):
+    """A normal exit waits at a barrier before leaving the group; an exception in flight skips it (the peers
+    may be gone and the barrier would wait for the timeout)."""
+    import cmcr_core.engine.distributed as distributed
+
+    calls: list[str] = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    try:
+        pass
+    finally:
+        distributed.cleanup_distributed()
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        try:
+            raise RuntimeError("rank failed")
+        finally:
+            distributed.cleanup_distributed()
+    assert calls == ["destroy"]
