@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from cmcr_core.ops.pixels import offset_superpixel_ids
+
 
 @dataclass(frozen=True)
 class SampleTensors:
@@ -106,20 +108,6 @@ class Batch:
         return replace(self, **{f.name: pin(getattr(self, f.name)) for f in fields(self)})
 
 
-def offset_superpixels(maps: list[torch.Tensor]) -> torch.Tensor:
-    """Make superpixel ids unique across images by cumulative offsets from each image's real maximum.
-
-    The reference offsets image i by 150·i although SLIC can return ids ≥ 150 (defect D14); here image i
-    starts where image i − 1's largest id ends.
-    """
-    out, offset = [], 0
-    for spx in maps:
-        out.append(spx + offset)
-        if spx.numel():
-            offset += int(spx.max()) + 1
-    return torch.stack(out) if out else torch.zeros((0, 0, 0), dtype=torch.int64)
-
-
 def collate(samples: list[SampleTensors]) -> Batch:
     """Collate samples into a `Batch` (any batch size ≥ 1)."""
     if not samples:
@@ -171,7 +159,8 @@ def collate(samples: list[SampleTensors]) -> Batch:
         points=torch.cat([s.points for s in samples]),
         point_batch=torch.cat(point_batch),
         point_to_voxel=torch.cat(point_voxel).long(),
-        superpixels=offset_superpixels([m for s in samples for m in s.superpixels]) if all(has_spx) else None,
+        superpixels=offset_superpixel_ids(torch.stack([m for s in samples for m in s.superpixels]))
+        if all(has_spx) else None,
         tokens=tuple(s.token for s in samples),
         extras=extras,
         target_images=torch.cat([s.target_images for s in samples]) if all(has_target) else None,

@@ -27,10 +27,10 @@ from cmcr_core.data.shards import (
     ShardWriter,
     read_shard_header,
     shard_file_name,
-    write_json_atomic,
 )
 from cmcr_core.data.splits import scene_subsets
 from cmcr_core.data.superpixels import SlicParams
+from cmcr_core.ops.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

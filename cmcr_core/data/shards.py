@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from cmcr_core.ops.atomic import fsync_directory
+
 SHARD_FORMAT = "cmcr-prepared-nuscenes-shard"
 FORMAT_VERSION = 1
 SHARD_DIR = "shards"
@@ -25,29 +27,6 @@ SHARD_DIR = "shards"
 def shard_file_name(shard_id: int) -> str:
     """Relative path of a shard inside a prepared folder, e.g. shards/shard-00003.h5."""
     return f"{SHARD_DIR}/shard-{shard_id:05d}.h5"
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename inside `path` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to `path` via a temporary file + fsync + os.replace (readers never see half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
 
 
 @dataclass

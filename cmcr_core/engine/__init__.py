@@ -4,7 +4,7 @@ The engine knows only ``Method`` (``cmcr_core.engine.method``) and batches (anyt
 imports no data reader and no model.
 """
 
-from cmcr_core.engine.checkpoint import CHECKPOINT_NAME, TrainPosition, atomic_torch_save, load_checkpoint
+from cmcr_core.engine.checkpoint import CHECKPOINT_NAME, TrainPosition, load_checkpoint
 from cmcr_core.engine.distributed import DistContext, ShardedSampler, init_distributed, single_process_context
 from cmcr_core.engine.loop import NonFiniteLossError, TrainResult, TrainSettings, train
 from cmcr_core.engine.method import Method, trainable_state_dict
@@ -21,7 +21,6 @@ __all__ = [
     "TrainPosition",
     "TrainResult",
     "TrainSettings",
-    "atomic_torch_save",
     "build_optimizer",
     "init_distributed",
     "load_checkpoint",

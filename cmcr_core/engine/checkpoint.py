@@ -1,18 +1,14 @@
-"""Training checkpoints: atomic writes, RNG capture/restore, save and resume (format: docs/checkpoints.md).
+"""Training checkpoints: RNG capture/restore, save and resume (format: docs/checkpoints.md).
 
-A checkpoint is written to a temporary file in the destination folder, flushed and fsynced, then moved
-over the destination with ``os.replace``: a reader sees either the previous complete file or the new one,
-never a partial file, even if the process dies during the write.
+A checkpoint is written with ``cmcr_core.ops.atomic.atomic_torch_save`` (temporary file in the destination
+folder, fsync, ``os.replace``): a reader sees either the previous complete file or the new one, never a
+partial file, even if the process dies during the write.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +19,7 @@ import torch
 from torch import nn
 
 from cmcr_core.engine.method import load_trainable_state_dict, trainable_state_dict
+from cmcr_core.ops.atomic import atomic_torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -30,8 +27,6 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "Generators",
     "TrainPosition",
-    "atomic_copy",
-    "atomic_torch_save",
     "capture_rng_state",
     "check_plain_values",
     "load_checkpoint",
@@ -61,48 +56,6 @@ class TrainPosition:
     step: int = 0
     epoch: int = 0
     position: int = 0
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    # Persist the rename itself (best effort: not every filesystem allows opening a directory).
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
-
-
-def atomic_copy(source: str | Path, destination: str | Path) -> Path:
-    """Copy a file atomically (temp file next to ``destination``, fsync, ``os.replace``)."""
-    destination = Path(destination)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
-            shutil.copyfileobj(src, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, destination)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    return destination
 
 
 def capture_rng_state(generators: Generators | None = None) -> dict[str, Any]:

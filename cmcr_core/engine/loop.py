@@ -24,7 +24,6 @@ from cmcr_core.engine.checkpoint import (
     CHECKPOINT_NAME,
     Generators,
     TrainPosition,
-    atomic_copy,
     capture_rng_state,
     check_plain_values,
     resume_from_checkpoint,
@@ -46,6 +45,7 @@ from cmcr_core.engine.schedules import (
     lr_factors,
     set_lr,
 )
+from cmcr_core.ops.atomic import atomic_copy
 
 __all__ = ["BatchFactory", "NonFiniteLossError", "TrainResult", "TrainSettings", "train"]
 

@@ -1,8 +1,9 @@
 """Chamfer distances between batches of small point sets (ReCon / Point-MAE reconstruction loss).
 
-Plain torch replacement of the CUDA ``chamfer_dist`` extension. Squared distances come from explicit
-differences (exact and never negative, unlike the ``|a|^2 + |b|^2 - 2ab`` expansion); the batch is
-processed ``chunk_size`` sets at a time so memory stays at chunk x P x Q x D.
+Plain torch replacement of the CUDA ``chamfer_dist`` extension. The nearest-point search is
+``cmcr_core.ops.geometry.nearest_squared_distances``: squared distances from explicit differences (exact and
+never negative, unlike the ``|a|^2 + |b|^2 - 2ab`` expansion), ``chunk_size`` sets at a time so memory stays
+at chunk x P x Q x D.
 """
 
 from __future__ import annotations
@@ -10,32 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def nearest_squared_distances(pred: Tensor, gt: Tensor, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
-    """For every point of each set, the squared distance to the nearest point of the other set.
-
-    Args:
-        pred: B x P x D.
-        gt: B x Q x D.
-        chunk_size: sets per chunk.
-
-    Returns:
-        (B x P: min over gt, B x Q: min over pred).
-    """
-    if pred.dim() != 3 or gt.dim() != 3:
-        raise ValueError(
-            f"chamfer expects B x P x D and B x Q x D, got {tuple(pred.shape)}, {tuple(gt.shape)}"
-        )
-    if pred.shape[0] != gt.shape[0] or pred.shape[2] != gt.shape[2]:
-        raise ValueError(f"chamfer batch/dim mismatch: pred {tuple(pred.shape)}, gt {tuple(gt.shape)}")
-    to_gt, to_pred = [], []
-    for start in range(0, pred.shape[0], chunk_size):
-        p = pred[start : start + chunk_size]
-        g = gt[start : start + chunk_size]
-        d = ((p[:, :, None, :] - g[:, None, :, :]) ** 2).sum(-1)  # chunk x P x Q
-        to_gt.append(d.min(dim=2).values)
-        to_pred.append(d.min(dim=1).values)
-    return torch.cat(to_gt), torch.cat(to_pred)
+from cmcr_core.ops.geometry import nearest_squared_distances
 
 
 def chamfer_l2(pred: Tensor, gt: Tensor, chunk_size: int = 4096) -> Tensor:

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PointInfoNCE", "gather_pixel_features", "info_nce", "sample_pairs"]
+from cmcr_core.ops.pixels import gather_pixel_features
+
+__all__ = ["PointInfoNCE", "info_nce", "sample_pairs"]
 
 
 def info_nce(anchors: Tensor, candidates: Tensor, temperature: float = 0.07) -> Tensor:
@@ -57,26 +59,6 @@ def sample_pairs(
     if num_pairs <= num_matches:
         return torch.arange(num_pairs, device=device)
     return torch.randperm(num_pairs, generator=generator, device=device)[:num_matches]
-
-
-def gather_pixel_features(image_features: Tensor, pairing_images: Tensor) -> Tensor:
-    """Teacher vectors at paired pixels.
-
-    Args:
-        image_features: (I, D, H, W) per-pixel features of the I images of the batch.
-        pairing_images: (P, 3) int64 rows of [image index, row, col].
-
-    Returns:
-        (P, D) features ``image_features[img, :, row, col]``.
-    """
-    if image_features.dim() != 4 or pairing_images.dim() != 2 or pairing_images.shape[1] != 3:
-        raise ValueError(
-            "expected image_features (I, D, H, W) and pairing_images (P, 3); got "
-            f"{tuple(image_features.shape)} and {tuple(pairing_images.shape)}"
-        )
-    image, row, col = pairing_images.unbind(1)
-    # The advanced indices are split by the channel slice, so the pair dimension comes first: (P, D).
-    return image_features[image, :, row, col]
 
 
 class PointInfoNCE(nn.Module):

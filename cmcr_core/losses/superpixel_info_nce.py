@@ -10,9 +10,9 @@ For every superpixel s of the batch:
 * L = InfoNCE(k, q, τ = 0.07) over the kept superpixels (same formula as PointInfoNCE).
 
 Superpixel ids must be unique across the whole batch: image i's ids are offset by the number of ids used
-by images 0..i−1, counted from each image's *actual* maximum id (``offset_superpixel_ids``), not by a fixed
-150 per image (defect D14). Means are scatter-adds (``index_add``) divided by exact counts; SLidR divides
-by count + 1e-6, a relative difference below 1e-6.
+by images 0..i−1, counted from each image's *actual* maximum id, not by a fixed 150 per image (defect D14;
+``cmcr_core.ops.pixels.offset_superpixel_ids``, called by the collate function). Means are scatter-adds
+(``index_add``) divided by exact counts; SLidR divides by count + 1e-6, a relative difference below 1e-6.
 """
 
 from __future__ import annotations
@@ -22,24 +22,7 @@ from torch import Tensor, nn
 
 from cmcr_core.losses.point_info_nce import info_nce
 
-__all__ = ["SuperpixelInfoNCE", "offset_superpixel_ids", "superpixel_pool"]
-
-
-def offset_superpixel_ids(superpixels: Tensor) -> Tensor:
-    """Make per-image ids unique in the batch.
-
-    Args:
-        superpixels: (I, H, W) integer ids ≥ 0, local to each image (SLIC may exceed ``n_segments``).
-
-    Returns:
-        (I, H, W) int64 ids; image i's ids are shifted by Σ_{j<i} (max id of image j + 1).
-    """
-    if superpixels.dim() != 3:
-        raise ValueError(f"superpixels must be (I, H, W), got {tuple(superpixels.shape)}")
-    ids = superpixels.long()
-    sizes = ids.flatten(1).amax(dim=1) + 1
-    offsets = torch.cumsum(sizes, 0) - sizes
-    return ids + offsets.view(-1, 1, 1)
+__all__ = ["SuperpixelInfoNCE", "superpixel_pool"]
 
 
 def superpixel_pool(

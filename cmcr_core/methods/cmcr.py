@@ -37,18 +37,20 @@ from torch import Tensor
 
 from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.batch import Batch
-from cmcr_core.data.occupancy import QUERY_INTENSITY, QUERY_OCCUPANCY, radius_neighbours
+from cmcr_core.data.occupancy import QUERY_INTENSITY, QUERY_OCCUPANCY
 from cmcr_core.engine.method import Method
 from cmcr_core.losses.cmcm import code_matching_loss
 from cmcr_core.losses.codebook import UnifiedCodebook
 from cmcr_core.losses.commitment import commitment_losses
 from cmcr_core.losses.occupancy import occupancy_losses
 from cmcr_core.losses.orthogonality import orthogonality_loss
-from cmcr_core.losses.point_info_nce import gather_pixel_features, info_nce, sample_pairs
+from cmcr_core.losses.point_info_nce import info_nce, sample_pairs
 from cmcr_core.models.cmcr_heads import MIMDecoder, OccupancyMLP
 from cmcr_core.models.image_decoders import PixelDecoder, build_image_decoder
 from cmcr_core.models.minkunet import MinkUNet34C
 from cmcr_core.models.teacher import FrozenTeacher
+from cmcr_core.ops.geometry import radius_neighbours
+from cmcr_core.ops.pixels import gather_pixel_features
 from cmcr_core.sparse import SparseConv3d, SparseTensor
 
 __all__ = ["CMCR", "OCCUPANCY_EXTRAS", "build_cmcr"]

@@ -34,7 +34,7 @@ from cmcr_core.models.point_transformer import (
     svm_features,
     token_features,
 )
-from cmcr_core.models.pointops import (
+from cmcr_core.ops.geometry import (
     block_patch_mask,
     farthest_point_sample,
     gather_points,

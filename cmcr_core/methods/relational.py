@@ -36,54 +36,17 @@ from cmcr_core.losses.relational import relational_loss
 from cmcr_core.losses.similarity import similarity_loss
 from cmcr_core.models.minkunet import MinkUNet34C
 from cmcr_core.models.teacher import FrozenTeacher
+from cmcr_core.ops.pixels import bilinear_pixel_features
 from cmcr_core.sparse import SparseTensor
 
 __all__ = [
     "FEATURE_DISTILLATION_METHODS",
     "FeatureSpaceDistillation",
-    "bilinear_pixel_features",
     "build_feature_distillation",
     "build_teacher_from_config",
 ]
 
 FEATURE_DISTILLATION_METHODS: tuple[str, ...] = ("relational", "similarity", "contrastive")
-
-
-def bilinear_pixel_features(maps: Tensor, pairing_images: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """Teacher vectors at image pixels, read from a low-resolution map by bilinear interpolation.
-
-    Equal to ``F.interpolate(maps, image_size, mode="bilinear", align_corners=True)[img, :, row, col]``
-    without materialising the full-resolution maps: pixel (r, c) of an H×W image sits at
-    (r·(h − 1)/(H − 1), c·(w − 1)/(W − 1)) of the h×w map.
-
-    Args:
-        maps: (I, D, h, w) feature maps.
-        pairing_images: (P, 3) int64 [image index, row, col] in image pixels.
-        image_size: (H, W) of the images the pairs refer to.
-
-    Returns:
-        (P, D) features in the dtype of ``maps``.
-    """
-    if maps.dim() != 4 or pairing_images.dim() != 2 or pairing_images.shape[1] != 3:
-        raise ValueError(
-            f"expected maps (I, D, h, w) and pairing_images (P, 3); got {tuple(maps.shape)} and "
-            f"{tuple(pairing_images.shape)}"
-        )
-    (height, width), (h, w) = image_size, maps.shape[-2:]
-    image, row, col = pairing_images.unbind(1)
-
-    def axis(coord: Tensor, size: int, low_res: int) -> tuple[Tensor, Tensor, Tensor]:
-        scale = (low_res - 1) / (size - 1) if size > 1 else 0.0
-        pos = coord.to(maps.dtype) * scale
-        lo = pos.floor().long().clamp(0, low_res - 1)
-        hi = (lo + 1).clamp(max=low_res - 1)
-        return lo, hi, (pos - lo.to(maps.dtype)).unsqueeze(1)
-
-    y0, y1, wy = axis(row, height, h)
-    x0, x1, wx = axis(col, width, w)
-    top = maps[image, :, y0, x0] * (1 - wx) + maps[image, :, y0, x1] * wx
-    bottom = maps[image, :, y1, x0] * (1 - wx) + maps[image, :, y1, x1] * wx
-    return top * (1 - wy) + bottom * wy
 
 
 class FeatureSpaceDistillation(Method):

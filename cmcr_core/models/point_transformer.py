@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cmcr_core.models.pointops import group_patches
+from cmcr_core.ops.geometry import group_patches
 
 NUM_QUERIES = 3
 QUERY_NAMES = ("cls", "img", "text")

@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cmcr_core.engine.checkpoint import atomic_torch_save
 from cmcr_core.models.resnet import RESNET_LAYOUTS, BasicBlock, build_resnet
+from cmcr_core.ops.atomic import atomic_torch_save
 
 __all__ = [
     "TEACHER_ARCHS",

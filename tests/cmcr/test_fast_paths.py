@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from cmcr_toys import IMAGE_HW, tiny_batch, tiny_cmcr
 
-from cmcr_core.data.occupancy import QUERY_INTENSITY, QUERY_OCCUPANCY, radius_neighbours
+from cmcr_core.data.occupancy import QUERY_INTENSITY, QUERY_OCCUPANCY
 from cmcr_core.losses.codebook import UnifiedCodebook
 from cmcr_core.losses.occupancy import occupancy_losses
 from cmcr_core.models.cmcr_heads import OccupancyMLP
+from cmcr_core.ops.geometry import radius_neighbours
 
 TIE = 1e-5  # float64 score margin below which either code of a tie is accepted
 

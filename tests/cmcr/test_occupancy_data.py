@@ -11,9 +11,9 @@ from cmcr_core.data.occupancy import (
     QUERY_OCCUPANCY,
     OccupancyQueries,
     query_group_sizes,
-    radius_neighbours,
     sample_occupancy_queries,
 )
+from cmcr_core.ops.geometry import radius_neighbours
 
 
 def test_group_sizes_of_the_reference():

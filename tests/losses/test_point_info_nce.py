@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmcr_core.losses.point_info_nce import PointInfoNCE, gather_pixel_features, info_nce, sample_pairs
+from cmcr_core.losses.point_info_nce import PointInfoNCE, info_nce, sample_pairs
+from cmcr_core.ops.pixels import gather_pixel_features
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmcr_core.losses.superpixel_info_nce import SuperpixelInfoNCE, offset_superpixel_ids, superpixel_pool
+from cmcr_core.losses.superpixel_info_nce import SuperpixelInfoNCE, superpixel_pool
+from cmcr_core.ops.pixels import offset_superpixel_ids
 
 torch.set_num_threads(1)
 

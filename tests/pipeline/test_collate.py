@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from cmcr_core.data.batch import SampleTensors, collate, offset_superpixels
+from cmcr_core.data.batch import SampleTensors, collate
+from cmcr_core.ops.pixels import offset_superpixel_ids
 
 
 def sample(g, n_voxels, n_points, n_images, n_pairs, spx_max, token):
@@ -62,7 +63,7 @@ def test_collate_offsets_match_a_naive_construction():
 
 def test_superpixel_ids_are_unique_per_image_even_above_150():
     maps = [torch.tensor([[0, 151]]), torch.tensor([[0, 3]]), torch.tensor([[2, 2]])]
-    out = offset_superpixels(maps)
+    out = offset_superpixel_ids(torch.stack(maps))
     assert out.tolist() == [[[0, 151]], [[152, 155]], [[158, 158]]]
     sets = [set(m.flatten().tolist()) for m in out]
     assert not (sets[0] & sets[1]) and not (sets[1] & sets[2]) and not (sets[0] & sets[2])

@@ -14,7 +14,7 @@ from cmcr_core.methods.recon import (
     voting_accuracy,
 )
 from cmcr_core.models.point_transformer import PointTransformerClassifier, ReConEncoder
-from cmcr_core.models.pointops import farthest_point_sample, gather_points
+from cmcr_core.ops.geometry import farthest_point_sample, gather_points
 
 
 def test_overall_accuracy() -> None:

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmcr_core.losses.chamfer import chamfer_l1, chamfer_l2, nearest_squared_distances
+from cmcr_core.losses.chamfer import chamfer_l1, chamfer_l2
 from cmcr_core.losses.feature_regression import feature_regression
 from cmcr_core.losses.single_modal_contrastive import multi_positive_contrastive
+from cmcr_core.ops.geometry import nearest_squared_distances
 
 
 def naive_nearest(a: list, b: list) -> list[float]:

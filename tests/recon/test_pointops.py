@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cmcr_core.data.objects import farthest_point_sample_np
-from cmcr_core.models.pointops import (
+from cmcr_core.ops.geometry import (
     block_patch_mask,
     farthest_point_sample,
+    farthest_point_sample_np,
     gather_points,
     group_patches,
     knn,

@@ -11,7 +11,6 @@ from cmcr_core.data.objects.dataset import (
     ObjectPointDataset,
     augment_points,
     collate_objects,
-    farthest_point_sample_np,
     normalize_unit_sphere,
     sample_points,
 )
@@ -55,7 +54,6 @@ __all__ = [
     "augment_points",
     "class_text_vectors",
     "collate_objects",
-    "farthest_point_sample_np",
     "load_teacher_targets",
     "make_synthetic_objects",
     "normalize_unit_sphere",

@@ -24,24 +24,10 @@ from torch.utils.data import Dataset
 
 from cmcr_core.data.objects.readers import ObjectSet
 from cmcr_core.data.objects.teacher_targets import TeacherTargets
+from cmcr_core.ops.geometry import farthest_point_sample_np
 
 SAMPLING_MODES = ("random", "fps", "fps_random", "first")
 AUGMENTATIONS = ("none", "rotate_y", "scale_translate")
-
-
-def farthest_point_sample_np(points: np.ndarray, num_samples: int, start_index: int = 0) -> np.ndarray:
-    """Farthest point sampling of one cloud (P x 3) -> ``num_samples`` indices, ties to the lowest index."""
-    if not 1 <= num_samples <= len(points):
-        raise ValueError(f"num_samples must be in [1, {len(points)}], got {num_samples}")
-    points = np.asarray(points, dtype=np.float64)
-    idx = np.empty(num_samples, dtype=np.int64)
-    min_dist = np.full(len(points), np.inf)
-    farthest = start_index
-    for i in range(num_samples):
-        idx[i] = farthest
-        min_dist = np.minimum(min_dist, ((points - points[farthest]) ** 2).sum(1))
-        farthest = int(np.argmax(min_dist))
-    return idx
 
 
 def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:

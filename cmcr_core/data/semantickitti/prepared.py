@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cmcr_core.data.semantickitti.labels import CLASS_NAMES, LEARNING_MAP, learning_lut
-from cmcr_core.data.shards import fsync_directory, write_json_atomic
+from cmcr_core.ops.atomic import fsync_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
