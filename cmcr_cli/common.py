@@ -47,7 +47,7 @@ def print_run_done(run: Any) -> None:
 def load_recipe_or_fail(path: Path | None, sets: list[str] | None, kind_name: str = "pretrain"):
     """Resolve a recipe for the CLI; a RecipeError becomes a one-line error and exit code 2."""
     from cmcr_core import config
-    from cmcr_core.recipes import RecipeError
+    from cmcr_core.config import RecipeError
 
     kinds = {"pretrain": config.PretrainRecipe, "teacher": config.TeacherTrainRecipe,
              "finetune": config.FinetuneRecipe}

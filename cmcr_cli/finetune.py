@@ -29,10 +29,10 @@ def _run(mode: str, recipe: Path, data: Path | None, weights: Path | None, label
     if label_fraction is not None:
         sets.append(f"data.label_fraction={label_fraction}")
     resolved = load_recipe_or_fail(recipe, sets, "finetune")
-    from cmcr_core import recipes
+    from cmcr_core import config
 
     if dry_run:
-        typer.echo(recipes.dump(resolved), nl=False)
+        typer.echo(config.dump(resolved), nl=False)
         return
     if seeds < 1:
         fail(f"--seeds must be >= 1, got {seeds}")

@@ -16,7 +16,7 @@ from cmcr_cli.common import console, fail, print_run_done, run_or_fail, setup_lo
 
 
 def _recipe_key(path: Path, key: str) -> object:
-    from cmcr_core.recipes import RecipeError, read_overrides
+    from cmcr_core.config import RecipeError, read_overrides
 
     try:
         return read_overrides(path).get(key)
@@ -36,7 +36,7 @@ def is_object_classification_recipe(path: Path | None) -> bool:
 
 def _load(path: Path, sets: list[str], kind_name: str):
     from cmcr_core import config
-    from cmcr_core.recipes import RecipeError
+    from cmcr_core.config import RecipeError
 
     kind = config.ReconRecipe if kind_name == "recon" else config.ObjectClassifyRecipe
     try:
@@ -47,11 +47,11 @@ def _load(path: Path, sets: list[str], kind_name: str):
 
 def pretrain_objects(recipe: Path, sets: list[str], out: Path | None, resume: bool, dry_run: bool) -> None:
     """`cmcr pretrain` for a `method: recon` recipe (`--data` arrives as `data.path=...` in `sets`)."""
-    from cmcr_core import recipes
+    from cmcr_core import config
 
     resolved = _load(recipe, sets, "recon")
     if dry_run:
-        typer.echo(recipes.dump(resolved), nl=False)
+        typer.echo(config.dump(resolved), nl=False)
         return
     setup_logging()
     from cmcr_core.recon_training import run_recon_pretraining
@@ -80,11 +80,11 @@ def finetune_objects(
 ) -> None:
     """`cmcr finetune` for a `task: classification` recipe: seeds S..S+seeds-1 (S = train.seed), one run
     folder each under `out`, metrics.json (mean +- std over seeds) in `out`."""
-    from cmcr_core import recipes
+    from cmcr_core import config
 
     resolved = _load(recipe, sets, "classify")
     if dry_run:
-        typer.echo(recipes.dump(resolved), nl=False)
+        typer.echo(config.dump(resolved), nl=False)
         return
     setup_logging()
     from cmcr_core.object_classification import run_object_finetune
@@ -105,11 +105,11 @@ def probe_objects(
 ) -> None:
     """`cmcr probe` for a `task: classification` recipe: linear classifier on frozen global features.
     One seed: metrics.json in `out`; several (S..S+seeds-1): one folder each, mean +- std in `out`."""
-    from cmcr_core import recipes
+    from cmcr_core import config
 
     resolved = _load(recipe, sets, "classify")
     if dry_run:
-        typer.echo(recipes.dump(resolved), nl=False)
+        typer.echo(config.dump(resolved), nl=False)
         return
     if seeds < 1:
         fail(f"--seeds must be >= 1, got {seeds}")

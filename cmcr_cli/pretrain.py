@@ -27,10 +27,10 @@ def pretrain(
         pretrain_objects(recipe, sets, out, resume, dry_run)
         return
     resolved = load_recipe_or_fail(recipe, sets)
-    from cmcr_core import recipes
+    from cmcr_core import config
 
     if dry_run:
-        typer.echo(recipes.dump(resolved), nl=False)
+        typer.echo(config.dump(resolved), nl=False)
         return
     setup_logging()
     from cmcr_core.pretrain import run_pretraining

@@ -24,7 +24,7 @@ def detect_kind(path: Path | None, sets: list[str]) -> str:
     """The recipe kind of a file: `method: recon` and `task: classification` say so; otherwise the first of
     pretrain, finetune, teacher whose schema accepts every key (an invalid file reports as pretrain)."""
     from cmcr_core import config
-    from cmcr_core.recipes import RecipeError, read_overrides
+    from cmcr_core.config import RecipeError, read_overrides
 
     if path is None:
         return "pretrain"
@@ -55,7 +55,7 @@ def show(
 ) -> None:
     """Print the fully resolved recipe (defaults <- file <- --set) as YAML; fails on any invalid key."""
     from cmcr_core import config
-    from cmcr_core.recipes import RecipeError, dump
+    from cmcr_core.config import RecipeError, dump
 
     sets = list(set_ or [])
     if kind != "auto" and kind not in KINDS:

@@ -43,10 +43,10 @@ def train_command(
     if eval_world:
         sets.append(f"data.eval_worlds={json.dumps([str(p) for p in eval_world])}")
     resolved = load_recipe_or_fail(recipe, sets, kind_name="teacher")
-    from cmcr_core import recipes
+    from cmcr_core import config
 
     if dry_run:
-        typer.echo(recipes.dump(resolved), nl=False)
+        typer.echo(config.dump(resolved), nl=False)
         return
     setup_logging()
     from cmcr_core.teacher_training import run_teacher_training

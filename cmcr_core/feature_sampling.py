@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cmcr_core import recipes
+from cmcr_core import config
 from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.labels import COARSE_CLASS_NAMES
 from cmcr_core.data.transforms import crop_pairings, resize_crop_image
@@ -89,12 +89,12 @@ def load_pretraining_run(
     path = Path(path)
     ckpt = load_checkpoint(path)
     try:
-        recipe = recipes.build(PretrainRecipe, ckpt.get("recipe") or {}, source=str(path))
-    except recipes.RecipeError as error:
+        recipe = config.build(PretrainRecipe, ckpt.get("recipe") or {}, source=str(path))
+    except config.RecipeError as error:
         raise ValueError(f"{path}: its stored recipe does not fit this version of cmcr ({error})") from error
     if teacher_weights is not None:
-        teacher = recipes.replace(recipe.teacher, weights=str(teacher_weights))
-        recipe = recipes.replace(recipe, teacher=teacher)
+        teacher = config.replace(recipe.teacher, weights=str(teacher_weights))
+        recipe = config.replace(recipe, teacher=teacher)
     if not recipe.teacher.weights:
         logger.warning("%s: the teacher had random weights; it is rebuilt under the run's seed %d exactly as "
                        "`cmcr pretrain` built it", path, recipe.train.seed)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from cmcr_core import recipes
+from cmcr_core import config
 from cmcr_core.config import FinetuneRecipe
 from cmcr_core.data.label_fractions import kitti_label_scans, nuscenes_label_scenes, skip_for_fraction
 from cmcr_core.data.segmentation_dataset import (
@@ -267,12 +267,12 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
                     steps_per_epoch=steps_per_epoch)
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            recipes.save(recipe, out_dir / "recipe.yaml")
+            config.save(recipe, out_dir / "recipe.yaml")
             _write_json(out_dir / "init.json", init)
         logger.info("%s: %d labelled scans (fraction %s, skip %d), %d steps, lr %s / head %s, init %s",
                     recipe.train.mode, subset_info["scans"], recipe.data.label_fraction, subset_info["skip"],
                     settings.total_steps, lr, lr_head, init["weights"] or "random")
-        result = train(method, batches, out_dir, settings, recipe=recipes.to_dict(recipe), resume=resume,
+        result = train(method, batches, out_dir, settings, recipe=config.to_dict(recipe), resume=resume,
                        stop_at=stop_at, context=ctx)
         t1 = time.perf_counter()
         metrics = evaluate(method.model, val_source, segmentation_settings(recipe), class_names,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cmcr_core import recipes
+from cmcr_core import config
 from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.batch import collate
 from cmcr_core.data.pretrain_dataset import ExtrasHook, PairedSource, PipelineSettings, PretrainDataset
@@ -107,8 +107,8 @@ def check_run_folder(recipe: PretrainRecipe, out_dir: Path, resume: bool) -> Non
         if not checkpoint.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
         if saved.exists():
-            before = recipes.to_dict(recipes.load(type(recipe), saved))
-            now = recipes.to_dict(recipe)
+            before = config.to_dict(config.load(type(recipe), saved))
+            now = config.to_dict(recipe)
             changed = sorted(
                 f"{section}.{key}"
                 for section, values in now.items()
@@ -166,13 +166,13 @@ def run_pretraining(
         settings = train_settings(recipe, steps_per_epoch, ctx.device)
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            recipes.save(recipe, out_dir / RECIPE_NAME)
+            config.save(recipe, out_dir / RECIPE_NAME)
         result = train(
             method,
             batches,
             out_dir,
             settings,
-            recipe=recipes.to_dict(recipe),
+            recipe=config.to_dict(recipe),
             generators=method.generators() if hasattr(method, "generators") else None,
             resume=resume,
             stop_at=stop_at,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from cmcr_core import recipes
+from cmcr_core import config
 from cmcr_core.config import ObjectClassifyRecipe, ObjectDataConfig, ReconModelConfig, ReconRecipe
 from cmcr_core.data.objects import (
     ObjectPointDataset,
@@ -177,13 +177,13 @@ def engine_run(
         settings = object_train_settings(recipe, steps_per_epoch, ctx.device)
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            recipes.save(recipe, out_dir / RECIPE_NAME)
+            config.save(recipe, out_dir / RECIPE_NAME)
         result = train(
             method,
             batches,
             out_dir,
             settings,
-            recipe=recipes.to_dict(recipe),
+            recipe=config.to_dict(recipe),
             generators=generators,
             resume=resume,
             stop_at=stop_at,

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from cmcr_core import recipes
+from cmcr_core import config
 from cmcr_core.config import TeacherTrainRecipe
 from cmcr_core.data.labels import COARSE_CLASS_NAMES, NUM_COARSE_CLASSES
 from cmcr_core.data.truth_images import (
@@ -258,7 +258,7 @@ def _finish(method: SemanticTeacherTraining, recipe: TeacherTrainRecipe, world: 
         "world": _world_meta(world, train_scenes, holdout),
         "metrics": metrics,
         "training": {"steps": result.position.step, "seconds": last.get("time"), "seed": recipe.train.seed,
-                     "recipe": recipes.to_dict(recipe)},
+                     "recipe": config.to_dict(recipe)},
     }
     encoder = method.encoder
     kwargs = {"widths": list(encoder.widths), "context_dilations": list(encoder.context_dilations)}
@@ -304,8 +304,8 @@ def run_teacher_training(
                                      label_smoothing=recipe.loss.label_smoothing, class_weights=weights)
     settings = train_settings(recipe, steps_per_epoch, ctx.device)  # type: ignore[arg-type]
     out_dir.mkdir(parents=True, exist_ok=True)
-    recipes.save(recipe, out_dir / RECIPE_NAME)
-    result = train(method, batches, out_dir, settings, recipe=recipes.to_dict(recipe), resume=resume,
+    config.save(recipe, out_dir / RECIPE_NAME)
+    result = train(method, batches, out_dir, settings, recipe=config.to_dict(recipe), resume=resume,
                    stop_at=stop_at, context=ctx)
     if result.position.step < settings.total_steps:
         return TeacherRun(out_dir, result, None, None)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cmcr_core import recipes
+from cmcr_core import config
 from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.labels import COARSE_CLASS_NAMES
 from cmcr_core.eval import zeroshot as zs
@@ -243,7 +243,7 @@ def run_zeroshot(weights: str | Path, data: str | Path, out_dir: str | Path, spl
 
     t0, weights, out = time.perf_counter(), Path(weights), Path(out_dir)
     ckpt = load_checkpoint(weights)
-    recipe = recipes.build(PretrainRecipe, ckpt.get("recipe") or {}, source=str(weights))
+    recipe = config.build(PretrainRecipe, ckpt.get("recipe") or {}, source=str(weights))
     if not isinstance(ckpt.get("student"), dict):
         raise ValueError(f"{weights}: no 'student' hand-off entry (written by a method without a student)")
     classes = _resolve_classes(weights, ckpt, data, options, device)

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from cmcr_core import config, recipes
-from cmcr_core.recipes import RecipeError
+from cmcr_core import config
+from cmcr_core.config import RecipeError
 
 
 def write(tmp_path, name, text):
@@ -110,7 +110,7 @@ def test_base_inheritance_and_cycle(tmp_path):
 
 def test_resolved_recipe_round_trips(tmp_path):
     recipe = config.load_recipe(None, ["optim.lr=3e-4", "data.cylindrical=false", "name=roundtrip"])
-    saved = recipes.save(recipe, tmp_path / "run" / "recipe.yaml")
+    saved = config.save(recipe, tmp_path / "run" / "recipe.yaml")
     again = config.load_recipe(saved)
     assert again == recipe
     # every field of the schema is written, not only the overrides

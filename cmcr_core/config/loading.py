@@ -1,8 +1,8 @@
 """Strict loading of frozen-dataclass recipes: YAML overrides, `--set` overrides, saving.
 
-The recipe *schema* lives in `cmcr_core.config` (dataclasses with their defaults in code); this module is
-the machinery that turns a YAML file of overrides plus `--set section.key=value` strings into a fully
-resolved, type-checked, frozen recipe, and back into YAML.
+The recipe *schema* lives in `cmcr_core.config.schema` and `cmcr_core.config.objects` (dataclasses with
+their defaults in code); this module is the machinery that turns a YAML file of overrides plus
+`--set section.key=value` strings into a fully resolved, type-checked, frozen recipe, and back into YAML.
 
 Rules:
 - a YAML recipe holds overrides only; every key must exist in the schema, otherwise the error names the
@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from cmcr_core.ops.atomic import atomic_write_text
 
 T = TypeVar("T")
 
@@ -192,7 +194,6 @@ def build(
     return cls(**kwargs)
 
 
-
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
@@ -257,13 +258,18 @@ def apply_sets(overrides: dict[str, Any], assignments: Sequence[str]) -> dict[st
     return out
 
 
+def resolve(cls: type[T], overrides: Mapping[str, Any], source: str | None, sets: Sequence[str] = ()) -> T:
+    """A recipe of `cls` from read overrides (named `source` in errors), then `--set` assignments."""
+    from_file = build(cls, overrides, source)
+    if not sets:
+        return from_file
+    return build(cls, apply_sets(dict(overrides), sets), "--set")
+
+
 def load(cls: type[T], path: str | Path | None = None, sets: Sequence[str] = ()) -> T:
     """Resolve a recipe: dataclass defaults <- YAML file (and its bases) <- `--set` assignments."""
     overrides = read_overrides(path) if path is not None else {}
-    from_file = build(cls, overrides, str(path) if path is not None else None)
-    if not sets:
-        return from_file
-    return build(cls, apply_sets(overrides, sets), "--set")
+    return resolve(cls, overrides, str(path) if path is not None else None, sets)
 
 
 def to_dict(recipe: Any) -> dict[str, Any]:
@@ -295,12 +301,7 @@ def dump(recipe: Any) -> str:
 
 def save(recipe: Any, path: str | Path) -> Path:
     """Write the resolved recipe to `path` (atomically) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dump(recipe))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, dump(recipe))
 
 
 def replace(recipe: T, **changes: Any) -> T:

@@ -52,7 +52,7 @@ def _shown(args):
 def test_recipe_show_reads_each_kind_with_its_own_schema():
     from pathlib import Path
 
-    from cmcr_core import config, recipes
+    from cmcr_core import config
 
     root = Path(__file__).resolve().parents[2] / "recipes"
     cases = {"ppkt_synthetic": ("pretrain", config.PretrainRecipe),
@@ -65,7 +65,7 @@ def test_recipe_show_reads_each_kind_with_its_own_schema():
         header, shown = _shown([str(root / f"{name}.yaml")])
         assert header.startswith(f"# {kind} recipe"), (name, header)
         # independent reference: the same file loaded directly with the right class
-        assert shown == recipes.to_dict(config.load_recipe(root / f"{name}.yaml", kind=cls)), name
+        assert shown == config.to_dict(config.load_recipe(root / f"{name}.yaml", kind=cls)), name
 
 
 def test_recipe_show_kind_option_validates_against_the_named_schema(tmp_path):

@@ -4,7 +4,7 @@ The reference page is written by hand; this test is the independent check that k
 the dataclasses of `cmcr_core.config` (`dataclasses.fields`, recursively from each recipe kind) and parses
 the page's tables: under a heading that ends with a class name in backticks
 ("### `optim` — `OptimConfig`"), rows `| `section.key` | `default` | meaning |`. A documented default is
-read exactly as `--set` reads a value (`cmcr_core.recipes.parse_set`) and must equal the code's default
+read exactly as `--set` reads a value (`cmcr_core.config.parse_set`) and must equal the code's default
 (tuples compared as lists).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cmcr_core import config, recipes
+from cmcr_core import config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "recipes.md"
@@ -65,7 +65,7 @@ def parse_tables(text: str) -> tuple[Tables, list[str]]:
 
 def code_default(f: dataclasses.Field) -> typing.Any:
     value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    return recipes.to_dict(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return config.to_dict(value) if dataclasses.is_dataclass(value) else _plain(value)
 
 
 def _plain(value: typing.Any) -> typing.Any:
@@ -95,7 +95,7 @@ def expected_tables() -> dict[str, dict[str, typing.Any]]:
 
 def parse_default(text: str) -> typing.Any:
     """A documented default read as `--set key=TEXT` would read it."""
-    _, value = recipes.parse_set(f"doc.value={text}")
+    _, value = config.parse_set(f"doc.value={text}")
     return value
 
 

@@ -1,0 +1,99 @@
+"""Recipes: frozen dataclasses whose defaults live in code, YAML files of overrides, strict loading.
+
+* `schema` — the LiDAR recipes (`PretrainRecipe`, `TeacherTrainRecipe`, `FinetuneRecipe`) and their sections;
+* `objects` — the object-level (ReCon) recipes (`ReconRecipe`, `ObjectClassifyRecipe`);
+* `loading` — YAML overrides, `base:` links, `--set` assignments, type checks, `dump` / `save`;
+* `kinds` — the five recipe kinds and the one detection of a file's kind (`load_any`).
+
+Everything public is exported here: `from cmcr_core.config import PretrainRecipe, load_any`. This package
+imports no torch.
+"""
+
+from cmcr_core.config.kinds import RECIPE_KINDS, RecipeKind, detect_kind, kind_of, load_any, load_recipe
+from cmcr_core.config.loading import (
+    BASE_KEY,
+    RecipeError,
+    apply_sets,
+    build,
+    dump,
+    load,
+    parse_set,
+    read_overrides,
+    replace,
+    resolve,
+    save,
+    to_dict,
+)
+from cmcr_core.config.objects import (
+    ObjectClassifyRecipe,
+    ObjectDataConfig,
+    ObjectEvalConfig,
+    ReconLossConfig,
+    ReconModelConfig,
+    ReconOptimConfig,
+    ReconRecipe,
+)
+from cmcr_core.config.schema import (
+    DataConfig,
+    FinetuneDataConfig,
+    FinetuneLossConfig,
+    FinetuneModelConfig,
+    FinetuneOptimConfig,
+    FinetuneRecipe,
+    FinetuneTrainConfig,
+    LossConfig,
+    OptimConfig,
+    PretrainRecipe,
+    SemanticNetConfig,
+    StudentConfig,
+    TeacherConfig,
+    TeacherLossConfig,
+    TeacherTrainRecipe,
+    TrainConfig,
+    TruthDataConfig,
+)
+
+__all__ = [
+    "BASE_KEY",
+    "RECIPE_KINDS",
+    "DataConfig",
+    "FinetuneDataConfig",
+    "FinetuneLossConfig",
+    "FinetuneModelConfig",
+    "FinetuneOptimConfig",
+    "FinetuneRecipe",
+    "FinetuneTrainConfig",
+    "LossConfig",
+    "ObjectClassifyRecipe",
+    "ObjectDataConfig",
+    "ObjectEvalConfig",
+    "OptimConfig",
+    "PretrainRecipe",
+    "RecipeError",
+    "RecipeKind",
+    "ReconLossConfig",
+    "ReconModelConfig",
+    "ReconOptimConfig",
+    "ReconRecipe",
+    "SemanticNetConfig",
+    "StudentConfig",
+    "TeacherConfig",
+    "TeacherLossConfig",
+    "TeacherTrainRecipe",
+    "TrainConfig",
+    "TruthDataConfig",
+    "apply_sets",
+    "build",
+    "detect_kind",
+    "dump",
+    "kind_of",
+    "load",
+    "load_any",
+    "load_recipe",
+    "parse_set",
+    "read_overrides",
+    "replace",
+    "resolve",
+    "save",
+    "to_dict",
+]
