@@ -191,8 +191,8 @@ def _prepare_targets(
 ) -> None:
     import torch
 
-    from cmcr_core.data.objects import TinyImageTeacher
     from cmcr_core.data.objects.prepare import prepare_teacher_targets
+    from cmcr_core.models.tiny_image_teacher import TinyImageTeacher
 
     target_file = out if out.suffix == ".npz" else out / "teacher_targets.npz"
     if teacher is not None:

@@ -121,13 +121,12 @@ def clip_class_embeddings(
     device: str | torch.device = "cpu",
 ) -> ClassEmbeddings:
     """(16, P, D) CLIP text embeddings of ``TEMPLATE_SETS[templates]`` × ``CLASS_NAME_SETS[class_names]``."""
-    from cmcr_core.models.hf_teachers import clip_text_embeddings
 
     if templates not in TEMPLATE_SETS or class_names not in CLASS_NAME_SETS:
         raise ValueError(f"templates must be one of {sorted(TEMPLATE_SETS)} and class names one of "
                          f"{sorted(CLASS_NAME_SETS)}; got {templates!r}, {class_names!r}")
     names, prompts = CLASS_NAME_SETS[class_names], TEMPLATE_SETS[templates]
-    text = clip_text_embeddings(clip_dir, names, prompts, device=device)
+    text = zs.clip_text_embeddings(clip_dir, names, prompts, device=device)
     source = {"kind": "clip_text", "path": str(clip_dir), "templates": templates,
               "num_templates": len(TEMPLATE_SETS[templates]), "class_names": class_names}
     return _checked(text, None, source, f"CLIP text encoder {clip_dir}")

@@ -15,12 +15,16 @@ OpenScene (one template) conventions are provided as data constants.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from cmcr_core.models.hf_teachers import encode_clip_texts
 
 __all__ = [
     "CLIP2SCENE_CLASS_NAMES",
@@ -32,6 +36,7 @@ __all__ = [
     "SCENE_TEMPLATES",
     "ClassPrototypes",
     "class_prototypes",
+    "clip_text_embeddings",
     "format_prompts",
     "text_classifier",
     "zero_shot_logits",
@@ -111,6 +116,32 @@ def format_prompts(
         if tpl.count("{}") != 1:
             raise ValueError(f"format_prompts: template {tpl!r} must contain exactly one '{{}}'")
     return [[tpl.format(name) for tpl in templates] for name in class_names]
+
+
+def clip_text_embeddings(
+    path: str | Path,
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> Tensor:
+    """CLIP text embeddings of every (class, template) prompt (``format_prompts``).
+
+    Args:
+        path: local ``CLIPModel`` directory with its tokenizer files.
+        class_names: C class strings.
+        templates: P templates with one ``{}`` each (e.g. ``CLIP2SCENE_TEMPLATES``).
+        batch_size: prompts per forward pass.
+        device: where to run the text tower.
+
+    Returns:
+        (C, P, D) float32 unnormalised embeddings (:func:`text_classifier` normalises, averages over P and
+        renormalises).
+    """
+    prompts = format_prompts(list(class_names), list(templates))
+    flat = [p for per_class in prompts for p in per_class]
+    embeddings = encode_clip_texts(path, flat, batch_size=batch_size, device=device)
+    return embeddings.view(len(class_names), len(templates), -1)
 
 
 def text_classifier(text_embeddings: Tensor | np.ndarray) -> Tensor:

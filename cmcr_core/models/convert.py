@@ -24,17 +24,21 @@ CODEBOOK_BUFFERS = frozenset({"embedding", "ema_weight", "ema_count", "unactivat
 
 @dataclass
 class LoadReport:
-    """What `load_minkowski_checkpoint` did.
+    """What a checkpoint load did: students (`load_minkowski_checkpoint`, `load_pretrained_student`) and
+    teachers (`cmcr_core.models.teacher.copy_matching_tensors`).
 
     Attributes:
         loaded: target keys copied from the checkpoint.
         skipped: checkpoint key (after prefix stripping) -> reason (unknown key, shape mismatch, codebook).
         missing: target keys the checkpoint did not provide (left as initialised).
+        checkpoint_format, prefix: the detected file layout and the stripped key prefix (teachers).
     """
 
     loaded: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    checkpoint_format: str = ""
+    prefix: str = ""
 
     def summary(self) -> str:
         return f"loaded {len(self.loaded)}, skipped {len(self.skipped)}, missing {len(self.missing)}"

@@ -4,7 +4,7 @@ Weights are read from a LOCAL directory written by ``save_pretrained`` (``config
 CLIP's text side the tokenizer files) with ``local_files_only=True``: nothing is ever downloaded.
 ``transformers`` is imported only when one of these teachers is built, so the rest of cmcr never needs it.
 
-Architectures (registered as teacher archs on import of this module):
+Architectures (``cmcr_core.models.teacher.TEACHER_ARCHS`` lists both; ``build_teacher`` loads them):
 
 * ``hf_clip`` — the vision tower of a ViT CLIP (``CLIPModel``) with MaskCLIP-style dense features
   (METHODS.md §8.1, [assumed] as in CLIP2Scene): the blocks before the last run unchanged; in the last
@@ -22,8 +22,8 @@ present, else the CLIP or ImageNet constants). An image whose sides are not mult
 is resized (bilinear) to the nearest multiple first, so the patch grid covers the whole image; position
 embeddings are interpolated to the grid (``interpolate_pos_encoding``).
 
-Text side: :func:`clip_text_embeddings` encodes ``format_prompts(class_names, templates)`` with the CLIP
-text tower (``get_text_features``), giving the (C, P, D) input of ``cmcr_core.eval.zeroshot.text_classifier``.
+Text side: :func:`encode_clip_texts` encodes strings with the CLIP text tower (``get_text_features``);
+``cmcr_core.eval.zeroshot.clip_text_embeddings`` feeds it the prompts of every class and template.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cmcr_core.models.frozen_teacher import FrozenTeacher, TeacherInfo
 from cmcr_core.models.resnet import IMAGENET_MEAN, IMAGENET_STD
-from cmcr_core.models.teacher import FrozenTeacher, TeacherInfo, register_teacher_arch
 
 __all__ = [
     "CLIP_MEAN",
@@ -50,7 +50,8 @@ __all__ = [
     "ClipDenseEncoder",
     "Dinov2DenseEncoder",
     "HFNotInstalledError",
-    "clip_text_embeddings",
+    "build_hf_encoder",
+    "encode_clip_texts",
     "load_hf_teacher",
 ]
 
@@ -211,23 +212,16 @@ HF_TEACHER_ARCHS: dict[str, type[_PatchGridEncoder]] = {
 }
 
 
-def _builder(arch: str) -> Any:
-    def build(path: str = "", **unexpected: Any) -> nn.Module:
-        if unexpected:
-            raise ValueError(f"teacher arch {arch!r} takes only `path`, got {sorted(unexpected)}")
-        if not path:
-            raise ValueError(
-                f"teacher arch {arch!r} has no random initialisation here: set teacher.weights to a local "
-                "transformers model directory"
-            )
-        return HF_TEACHER_ARCHS[arch](path)
-
-    return build
-
-
-for _arch in HF_TEACHER_ARCHS:
-    # overwrite=True: an importlib.reload of this module re-registers its builders instead of failing.
-    register_teacher_arch(_arch, _builder(_arch), overwrite=True)
+def build_hf_encoder(arch: str, path: str = "", **unexpected: Any) -> nn.Module:
+    """The encoder of ``arch`` from a local directory: the builder ``TEACHER_ARCHS`` lists for ``hf_*``."""
+    if unexpected:
+        raise ValueError(f"teacher arch {arch!r} takes only `path`, got {sorted(unexpected)}")
+    if not path:
+        raise ValueError(
+            f"teacher arch {arch!r} has no random initialisation here: set teacher.weights to a local "
+            "transformers model directory"
+        )
+    return HF_TEACHER_ARCHS[arch](path)
 
 
 def load_hf_teacher(arch: str, path: str | Path) -> FrozenTeacher:
@@ -252,34 +246,25 @@ def load_hf_teacher(arch: str, path: str | Path) -> FrozenTeacher:
 
 
 @torch.no_grad()
-def clip_text_embeddings(
-    path: str | Path,
-    class_names: Sequence[str],
-    templates: Sequence[str],
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
+def encode_clip_texts(
+    path: str | Path, texts: Sequence[str], batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> Tensor:
-    """CLIP text embeddings of every (class, template) prompt.
+    """CLIP text embeddings (``get_text_features``) of ``texts``.
 
     Args:
         path: local ``CLIPModel`` directory with its tokenizer files.
-        class_names: C class strings.
-        templates: P templates with one ``{}`` each (e.g. ``CLIP2SCENE_TEMPLATES``).
-        batch_size: prompts per forward pass.
+        texts: N strings (e.g. every prompt of ``cmcr_core.eval.zeroshot.format_prompts``, flattened).
+        batch_size: texts per forward pass.
         device: where to run the text tower.
 
     Returns:
-        (C, P, D) float32 unnormalised embeddings (``text_classifier`` normalises, averages over P and
-        renormalises).
+        (N, D) float32 unnormalised embeddings.
     """
-    from cmcr_core.eval.zeroshot import format_prompts
-
     transformers = _transformers()
     directory = _model_dir(path, "CLIP text encoder")
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True).to(device).eval()
-    prompts = format_prompts(list(class_names), list(templates))
-    flat = [p for per_class in prompts for p in per_class]
+    flat = list(texts)
     max_length = int(model.config.text_config.max_position_embeddings)
     chunks = []
     for start in range(0, len(flat), batch_size):
@@ -290,4 +275,4 @@ def clip_text_embeddings(
     embeddings = torch.cat(chunks)
     if not math.isfinite(float(embeddings.abs().sum())):
         raise ValueError(f"CLIP text encoder at {path} produced non-finite embeddings")
-    return embeddings.view(len(class_names), len(templates), -1)
+    return embeddings

@@ -22,7 +22,8 @@ when any entry is True, stage 2 keeps stride 1 and every later 3×3 convolution 
 trous), giving output stride 4 with the same weights; the stride-4 map sampled at every second row and
 column equals the stride-8 map exactly. Inputs are RGB in [0, 1];
 ImageNet normalisation is applied inside as non-persistent buffers, exactly like the ResNet teachers, so
-the state dict holds no normalisation constants. The arch is registered as ``"synthetic_semantic"``.
+the state dict holds no normalisation constants. ``cmcr_core.models.teacher`` lists the arch as
+``"synthetic_semantic"``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import torch
 from torch import Tensor, nn
 
 from cmcr_core.models.resnet import IMAGENET_MEAN, IMAGENET_STD
-from cmcr_core.models.teacher import register_teacher_arch
 
 __all__ = ["SEMANTIC_TEACHER_ARCH", "CompactSemanticNet", "build_compact_semantic_net"]
 
@@ -104,9 +104,6 @@ class CompactSemanticNet(nn.Module):
 
 
 def build_compact_semantic_net(**kwargs: object) -> CompactSemanticNet:
-    """Builder registered under ``SEMANTIC_TEACHER_ARCH`` (kwargs of ``CompactSemanticNet``)."""
+    """The builder of ``SEMANTIC_TEACHER_ARCH`` in ``TEACHER_ARCHS`` (kwargs of ``CompactSemanticNet``)."""
     return CompactSemanticNet(**kwargs)  # type: ignore[arg-type]
 
-
-# overwrite=True: an importlib.reload of this module re-registers its (new) builder instead of failing.
-register_teacher_arch(SEMANTIC_TEACHER_ARCH, build_compact_semantic_net, overwrite=True)

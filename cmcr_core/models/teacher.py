@@ -1,9 +1,12 @@
-"""Frozen 2D teachers: the wrapper that refuses training, and loading from LOCAL checkpoint files.
+"""Every 2D teacher behind one builder: ``build_teacher``, and loading from LOCAL checkpoint files.
 
-An image teacher is any ``nn.Module`` that maps RGB images (B, 3, H, W) in [0, 1] to a feature map
-(B, C, h, w) and exposes ``out_channels`` (and, optionally, ``output_stride``). ``FrozenTeacher`` wraps one:
-its parameters never require gradients, it is always in eval mode (BatchNorm uses running statistics),
-``train(True)`` raises ``FrozenTeacherError`` and ``forward`` runs under ``torch.no_grad``.
+``build_teacher(arch, weights)`` returns the ``FrozenTeacher`` (``cmcr_core.models.frozen_teacher``) of any
+kind, so every pretraining method accepts every teacher:
+
+* ``hf_clip`` / ``hf_dinov2``: a transformers directory (``cmcr_core.models.hf_teachers``);
+* any other arch of ``TEACHER_ARCHS`` (the ResNets, ``synthetic_semantic``, registered ones) with empty
+  ``weights``: random weights (demos and tests), logged loudly;
+* a file: ``load_teacher``.
 
 ``load_teacher(path)`` reads, without ever downloading anything (format auto-detected):
 
@@ -22,11 +25,9 @@ docs/checkpoints.md.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import pickle
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,20 +35,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cmcr_core.models.convert import LoadReport
+from cmcr_core.models.frozen_teacher import FrozenTeacher, TeacherInfo
+from cmcr_core.models.hf_teachers import HF_TEACHER_ARCHS, build_hf_encoder, load_hf_teacher
 from cmcr_core.models.resnet import RESNET_LAYOUTS, BasicBlock, build_resnet
+from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH, build_compact_semantic_net
 from cmcr_core.ops.atomic import atomic_torch_save
 
 __all__ = [
     "TEACHER_ARCHS",
     "TEACHER_FILE_FORMAT",
-    "FrozenTeacher",
-    "FrozenTeacherError",
-    "LoadReport",
-    "TeacherInfo",
     "build_teacher",
+    "copy_matching_tensors",
     "detect_checkpoint_format",
     "infer_resnet_arch",
-    "load_encoder_weights",
     "load_teacher",
     "register_teacher_arch",
     "save_teacher",
@@ -58,97 +59,19 @@ logger = logging.getLogger(__name__)
 TEACHER_FILE_FORMAT = "cmcr-teacher"
 TEACHER_FILE_VERSION = 1
 
-# arch name → builder(**kwargs) returning an image encoder with ``out_channels``.
+# arch name → builder(**kwargs) returning an image encoder with ``out_channels``: every arch of the toolkit
+# is here from the start (a teacher file never depends on the caller having imported some module).
 TEACHER_ARCHS: dict[str, Callable[..., nn.Module]] = {
-    name: partial(build_resnet, name) for name in RESNET_LAYOUTS
+    **{name: partial(build_resnet, name) for name in RESNET_LAYOUTS},
+    SEMANTIC_TEACHER_ARCH: build_compact_semantic_net,
+    **{name: partial(build_hf_encoder, name) for name in HF_TEACHER_ARCHS},
 }
-
-# arch name → module that registers it when imported; imported on first use so that loading a teacher
-# file never depends on the caller having imported the module defining its arch.
-_LAZY_TEACHER_ARCHS: dict[str, str] = {"synthetic_semantic": "cmcr_core.models.semantic_teacher"}
 
 # Prefixes of ResNet weights inside third-party checkpoints, most specific first.
 _RESNET_PREFIXES = (
     "", "module.encoder_q.", "encoder_q.", "module.backbone.", "backbone.", "module.encoder.",
     "encoder.", "module.", "model.",
 )
-
-
-class FrozenTeacherError(RuntimeError):
-    """Raised when something tries to put a frozen teacher in training mode."""
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What a checkpoint load did. ``loaded``/``missing`` are model keys, ``skipped`` checkpoint keys."""
-
-    checkpoint_format: str
-    prefix: str
-    loaded: tuple[str, ...]
-    skipped: tuple[str, ...]
-    missing: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TeacherInfo:
-    """Provenance of a teacher, stored in pretraining checkpoints (``to_dict``)."""
-
-    arch: str
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    source: str | None = None
-    checkpoint_format: str | None = None
-    num_loaded: int = 0
-    skipped: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists)."""
-        kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in self.kwargs.items()}
-        return {
-            "arch": self.arch, "kwargs": kwargs, "source": self.source,
-            "checkpoint_format": self.checkpoint_format, "num_loaded": self.num_loaded,
-            "skipped": list(self.skipped),
-        }
-
-
-class FrozenTeacher(nn.Module):
-    """Eval-only, gradient-free wrapper around an image encoder.
-
-    ``is_frozen = True`` tells ``cmcr_core.engine.Method`` to skip this module when switching modes and
-    to leave its weights out of training checkpoints (they come from ``info.source``).
-    """
-
-    is_frozen = True
-
-    def __init__(self, encoder: nn.Module, info: TeacherInfo) -> None:
-        super().__init__()
-        if not hasattr(encoder, "out_channels"):
-            raise ValueError(f"teacher encoder {type(encoder).__name__} has no `out_channels` attribute")
-        self.encoder = encoder
-        self.info = info
-        self.encoder.requires_grad_(False)
-        super().train(False)
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.encoder.out_channels)
-
-    @property
-    def output_stride(self) -> int:
-        return int(getattr(self.encoder, "output_stride", 1))
-
-    def train(self, mode: bool = True) -> FrozenTeacher:
-        """``train(False)``/``eval()`` only; ``train(True)`` raises ``FrozenTeacherError``."""
-        if mode:
-            raise FrozenTeacherError(
-                f"teacher {self.info.arch!r} is frozen and must stay in eval mode; train() was called on "
-                "it (a parent module switching to training mode should skip modules with is_frozen=True)"
-            )
-        return super().train(False)
-
-    def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] → (B, out_channels, h, w), without autograd history."""
-        with torch.no_grad():
-            return self.encoder(images)
 
 
 def register_teacher_arch(name: str, builder: Callable[..., nn.Module], overwrite: bool = False) -> None:
@@ -159,19 +82,46 @@ def register_teacher_arch(name: str, builder: Callable[..., nn.Module], overwrit
 
 
 def _build_encoder(arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    if arch not in TEACHER_ARCHS and arch in _LAZY_TEACHER_ARCHS:
-        importlib.import_module(_LAZY_TEACHER_ARCHS[arch])
     if arch not in TEACHER_ARCHS:
         raise ValueError(
             f"unknown teacher arch {arch!r}; registered: {sorted(TEACHER_ARCHS)} (a module defining a new "
-            "teacher must be imported so that it calls register_teacher_arch)"
+            "teacher must call register_teacher_arch)"
         )
     return TEACHER_ARCHS[arch](**kwargs)
 
 
-def build_teacher(arch: str, **kwargs: Any) -> FrozenTeacher:
-    """A frozen teacher with random weights (synthetic demos and tests)."""
-    return FrozenTeacher(_build_encoder(arch, kwargs), TeacherInfo(arch=arch, kwargs=dict(kwargs)))
+def build_teacher(
+    arch: str, weights: str | Path = "", dilation: Sequence[bool] = (False, False, False), **kwargs: Any
+) -> FrozenTeacher:
+    """The frozen teacher of any kind (see the module docstring); the one builder every method uses.
+
+    Args:
+        arch: an entry of ``TEACHER_ARCHS``. For a third-party ResNet file it names the architecture the
+            file must hold; a ``cmcr-teacher`` file names its own (so the arch is not imposed on it).
+        weights: local file or, for ``hf_*``, a transformers directory; empty = random weights.
+        dilation: ``replace_stride_with_dilation`` of a ResNet (SLidR's ``dilation`` decoder); any True
+            flag with a non-ResNet arch is refused (transformers teachers ignore it).
+        kwargs: encoder constructor arguments (random weights), or overrides of a file's stored ones.
+    """
+    if arch.startswith("hf_"):
+        if arch not in HF_TEACHER_ARCHS:
+            raise ValueError(
+                f"teacher.arch {arch!r} is unknown; transformers teachers: {sorted(HF_TEACHER_ARCHS)}"
+            )
+        return load_hf_teacher(arch, weights)
+    is_resnet = arch in RESNET_LAYOUTS
+    if is_resnet and any(dilation):
+        kwargs["replace_stride_with_dilation"] = tuple(dilation)
+    if not weights:
+        logger.warning("teacher.weights is empty: the %s teacher has RANDOM weights", arch)
+        return FrozenTeacher(_build_encoder(arch, kwargs), TeacherInfo(arch=arch, kwargs=dict(kwargs)))
+    teacher = load_teacher(weights, overrides=kwargs or None)
+    third_party = teacher.info.checkpoint_format != TEACHER_FILE_FORMAT
+    if is_resnet and third_party and teacher.info.arch != arch:
+        raise ValueError(f"{weights} holds {teacher.info.arch} weights, but teacher.arch is {arch!r}")
+    if any(dilation) and not is_resnet:
+        raise ValueError(f"teacher.decoder 'dilation' needs a ResNet teacher, got {teacher.info.arch!r}")
+    return teacher
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -220,7 +170,7 @@ def infer_resnet_arch(state: Mapping[str, Tensor]) -> str:
     raise ValueError(f"no known ResNet has {kind} stages of depths {depths}; known: {sorted(RESNET_LAYOUTS)}")
 
 
-def load_encoder_weights(
+def copy_matching_tensors(
     model: nn.Module, state: Mapping[str, Tensor], checkpoint_format: str = "plain", prefix: str = "",
     allow_missing: bool = False, source: str = "<state dict>",
 ) -> LoadReport:
@@ -231,28 +181,34 @@ def load_encoder_weights(
     naming ``source`` when nothing matches, or when model tensors stay unloaded and not ``allow_missing``.
     """
     target = model.state_dict()
-    loaded, missing, new_state = [], [], dict(target)
+    report = LoadReport(checkpoint_format=checkpoint_format, prefix=prefix)
+    new_state, described = dict(target), []
     for key, value in target.items():
         source_value = state.get(key)
         if source_value is not None and source_value.shape == value.shape:
             new_state[key] = source_value.to(dtype=value.dtype)
-            loaded.append(key)
+            report.loaded.append(key)
         elif not key.endswith("num_batches_tracked"):
-            missing.append(key if source_value is None else f"{key} (shape {tuple(source_value.shape)} "
-                           f"in file, {tuple(value.shape)} in model)")
-    skipped = [k for k in state if k not in set(loaded)]
-    if not loaded:
+            report.missing.append(key)
+            described.append(key if source_value is None else f"{key} (shape {tuple(source_value.shape)} "
+                             f"in file, {tuple(value.shape)} in model)")
+    loaded = set(report.loaded)
+    for key, value in state.items():
+        if key not in loaded:
+            report.skipped[key] = "unknown key" if key not in target else (
+                f"shape mismatch: checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}")
+    if not report.loaded:
         raise ValueError(
             f"no tensor of {source} matches the {type(model).__name__} ({checkpoint_format!r} format; "
             f"first file keys: {list(state)[:5]}; first model keys: {list(target)[:5]})"
         )
-    if missing and not allow_missing:
+    if described and not allow_missing:
         raise ValueError(
-            f"{source}: {len(missing)} model tensors are not in the checkpoint, e.g. {missing[:5]} "
+            f"{source}: {len(described)} model tensors are not in the checkpoint, e.g. {described[:5]} "
             "(pass allow_missing=True to keep their random initialisation)"
         )
     model.load_state_dict(new_state, strict=True)
-    return LoadReport(checkpoint_format, prefix, tuple(loaded), tuple(skipped), tuple(missing))
+    return report
 
 
 def _read_checkpoint(path: Path, trusted: bool) -> object:
@@ -309,8 +265,8 @@ def load_teacher(
             raise ValueError(f"{path}: {error} (pass arch= for a non-ResNet file)") from error
         kwargs = dict(overrides or {})
     encoder = _build_encoder(arch, kwargs)
-    report = load_encoder_weights(encoder, state, checkpoint_format, prefix, allow_missing, str(path))
-    skipped = tuple(skipped_prefix) + report.skipped
+    report = copy_matching_tensors(encoder, state, checkpoint_format, prefix, allow_missing, str(path))
+    skipped = tuple(skipped_prefix) + tuple(report.skipped)
     logger.info("teacher %s from %s (%s format): %d tensors loaded, %d skipped%s", arch, path,
                 checkpoint_format, len(report.loaded), len(skipped), f" e.g. {list(skipped[:4])}" if skipped
                 else "")

@@ -12,9 +12,13 @@ from typer.testing import CliRunner
 
 from cmcr_cli.app import app
 from cmcr_core.config import load_recipe
-from cmcr_core.eval.zeroshot import CLIP2SCENE_CLASS_NAMES, OPENSCENE_TEMPLATES, text_classifier
+from cmcr_core.eval.zeroshot import (
+    CLIP2SCENE_CLASS_NAMES,
+    OPENSCENE_TEMPLATES,
+    clip_text_embeddings,
+    text_classifier,
+)
 from cmcr_core.feature_sampling import load_pretraining_run
-from cmcr_core.models.hf_teachers import clip_text_embeddings
 from cmcr_core.pretrain import run_pretraining
 
 pytest.importorskip("transformers")

@@ -9,15 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmcr_core.eval.zeroshot import format_prompts, text_classifier
+from cmcr_core.eval.zeroshot import clip_text_embeddings, format_prompts, text_classifier
+from cmcr_core.models.frozen_teacher import FrozenTeacherError
 from cmcr_core.models.hf_teachers import (
     CLIP_MEAN,
     CLIP_STD,
     HFNotInstalledError,
-    clip_text_embeddings,
     load_hf_teacher,
 )
-from cmcr_core.models.teacher import FrozenTeacherError
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from cmcr_core.models.frozen_teacher import FrozenTeacher, FrozenTeacherError
 from cmcr_core.models.resnet import build_resnet
 from cmcr_core.models.teacher import (
     TEACHER_ARCHS,
-    FrozenTeacher,
-    FrozenTeacherError,
     build_teacher,
     infer_resnet_arch,
     load_teacher,

@@ -13,7 +13,6 @@ from cmcr_core.data.objects import (
     ObjectPointDataset,
     ObjectSet,
     TeacherTargets,
-    TinyImageTeacher,
     class_text_vectors,
     collate_objects,
     load_teacher_targets,
@@ -35,6 +34,7 @@ from cmcr_core.data.objects import (
 )
 from cmcr_core.data.objects.teacher_targets import preprocess_views
 from cmcr_core.data.objects.writers import synthetic_synsets
+from cmcr_core.models.tiny_image_teacher import TinyImageTeacher
 
 
 def assert_same_objects(got: ObjectSet, want: ObjectSet, atol: float = 0.0) -> None:

@@ -9,12 +9,12 @@ from torch.utils.data import DataLoader
 
 from cmcr_core.data.objects import (
     ObjectPointDataset,
-    TinyImageTeacher,
     class_text_vectors,
     collate_objects,
     precompute_teacher_targets,
 )
 from cmcr_core.methods.recon import RECON_PRESETS, ReConMethod, recon_param_groups
+from cmcr_core.models.tiny_image_teacher import TinyImageTeacher
 
 
 def eval_losses(method: ReConMethod, batch) -> dict[str, float]:

@@ -9,13 +9,13 @@ import torch
 
 from cmcr_cli.app import app
 from cmcr_core.data.objects import (
-    TinyImageTeacher,
     class_text_vectors,
     load_teacher_targets,
     read_scanobjectnn,
     read_shapenet55,
     read_shapenet_image,
 )
+from cmcr_core.models.tiny_image_teacher import TinyImageTeacher
 
 
 def test_synthetic_layouts_and_stand_in_targets(objects_root: Path) -> None:

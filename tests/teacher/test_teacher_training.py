@@ -14,8 +14,9 @@ from cmcr_core.data.labels import COARSE_NAME_TO_INDEX, FINE_CLASS_NAMES, FINE_T
 from cmcr_core.data.truth_images import coarse_pixel_counts, read_truth_world
 from cmcr_core.engine import load_checkpoint
 from cmcr_core.eval.zeroshot import class_prototypes
+from cmcr_core.models.frozen_teacher import FrozenTeacher, FrozenTeacherError
 from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH, CompactSemanticNet
-from cmcr_core.models.teacher import FrozenTeacher, FrozenTeacherError, load_teacher
+from cmcr_core.models.teacher import load_teacher
 from cmcr_core.teacher_training import (
     CLASS_NAMES,
     cell_pixels,

@@ -27,7 +27,6 @@ from cmcr_core.data.objects.readers import (
 from cmcr_core.data.objects.synthetic import SHAPE_CLASSES, SyntheticObjects, make_synthetic_objects
 from cmcr_core.data.objects.teacher_targets import (
     TeacherTargets,
-    TinyImageTeacher,
     class_text_vectors,
     load_teacher_targets,
     precompute_teacher_targets,
@@ -50,7 +49,6 @@ __all__ = [
     "ObjectSet",
     "SyntheticObjects",
     "TeacherTargets",
-    "TinyImageTeacher",
     "augment_points",
     "class_text_vectors",
     "collate_objects",

@@ -20,7 +20,7 @@ from cmcr_core.data.objects.teacher_targets import (
 )
 
 
-def load_text_embeddings(path: str | Path, num_classes: int) -> np.ndarray:
+def read_class_text_features(path: str | Path, num_classes: int) -> np.ndarray:
     """Class text features from a ``.npy`` file: classes x D, or classes x M x D (M prompts per class)."""
     path = Path(path)
     if not path.is_file():
@@ -66,7 +66,7 @@ def prepare_teacher_targets(
     objects = read_shapenet55(root, "whole")
     num_classes = len(objects.class_names)
     if text_embeddings is not None:
-        text = load_text_embeddings(text_embeddings, num_classes)
+        text = read_class_text_features(text_embeddings, num_classes)
     else:
         text = class_text_vectors(num_classes, text_dim, seed=seed)
     images = [read_shapenet_image(root, obj_id) for obj_id in objects.ids]

@@ -6,8 +6,8 @@ item (documented deviation: the reference re-augments renders and re-samples pro
 
 The real teachers (ViT-B/16 in21k tanh pre-logits, CLIP ViT-B/32 text) are connected by passing them as
 the ``image_teacher`` callable and as ``text_features``. Stand-ins for tests and tiny recipes, needing no
-download: ``TinyImageTeacher`` (a small randomly initialised CNN with a tanh output) on the rendered views,
-and ``class_text_vectors`` (fixed random unit vectors per class).
+download: ``cmcr_core.models.tiny_image_teacher.TinyImageTeacher`` (a small randomly initialised CNN with a
+tanh output) on the rendered views, and ``class_text_vectors`` (fixed random unit vectors per class).
 """
 
 from __future__ import annotations
@@ -92,40 +92,6 @@ def class_text_vectors(
     noise[:, 0] = 0.0
     vectors = base / np.linalg.norm(base, axis=-1, keepdims=True) + noise
     return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
-
-
-class TinyImageTeacher(nn.Module):
-    """Stand-in frozen image teacher: 3 strided convs, average pool, linear, tanh (like ViT pre-logits).
-
-    Randomly initialised from ``seed`` and frozen; ``train(True)`` leaves it in eval mode.
-    """
-
-    def __init__(self, out_dim: int = 32, width: int = 16, seed: int = 0) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(2 * width, 4 * width, 3, 2, 1),
-            nn.ReLU(),
-        )
-        self.proj = nn.Linear(4 * width, out_dim)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight, generator=gen)
-                nn.init.zeros_(module.bias)
-        self.requires_grad_(False)
-        self.train(False)
-
-    def train(self, mode: bool = True) -> TinyImageTeacher:
-        # a frozen teacher: BN/dropout-free, but keep eval mode so wrappers cannot switch it
-        return super().train(False)
-
-    def forward(self, images: Tensor) -> Tensor:
-        """images: B x 3 x H x W normalised -> B x out_dim in (-1, 1)."""
-        return torch.tanh(self.proj(self.features(images).mean(dim=(2, 3))))
 
 
 def _random_resized_crop_box(
