@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from cmcr_core.config import load_recipe
 from cmcr_core.data.batch import Batch, collate
 from cmcr_core.data.pretrain_dataset import PretrainDataset
-from cmcr_core.methods.build import build_method
+from cmcr_core.methods.registry import build_method
 from cmcr_core.pretrain import extras_hook, pipeline_settings
 from cmcr_core.sparse import SparseTensor
 

@@ -84,7 +84,7 @@ def load_pretraining_run(
     Returns:
         LoadedRun with the method in eval mode on ``device``.
     """
-    from cmcr_core.methods.build import build_method
+    from cmcr_core.methods.registry import build_method
 
     path = Path(path)
     ckpt = load_checkpoint(path)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -33,70 +32,17 @@ from cmcr_core.data.segmentation_dataset import (
 )
 from cmcr_core.engine import distributed
 from cmcr_core.engine.loop import TrainResult, TrainSettings, train
-from cmcr_core.engine.method import Method
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
 from cmcr_core.eval import segmentation as seg
-from cmcr_core.losses.lovasz import lovasz_softmax
+from cmcr_core.methods.registry import build_segmentation_model
+from cmcr_core.methods.segmentation import HEAD_PREFIX, SegmentationMethod
 from cmcr_core.models.checkpoints import load_pretrained_student
 from cmcr_core.models.minkunet import MinkUNet34C
 from cmcr_core.sparse import SparseTensor
 
 logger = logging.getLogger(__name__)
 
-HEAD_PREFIX = "model.final."
 SUPPRESSED_LOGIT = -1e6  # class 0 is never predicted (PROTOCOLS.md §10)
-
-
-class SegmentationMethod(Method):
-    """MinkUNet + cross-entropy + Lovász-softmax on labelled voxels (label 0 = ignore).
-
-    probe=True freezes every parameter except the head (`final`) and keeps the network in eval mode
-    during training, so batch norm uses (and never updates) the pretrained running statistics.
-    """
-
-    def __init__(self, model: MinkUNet34C, cross_entropy: float = 1.0, lovasz: float = 1.0,
-                 probe: bool = False) -> None:
-        super().__init__()
-        if cross_entropy <= 0 and lovasz <= 0:
-            raise ValueError("every loss weight is 0: set loss.cross_entropy or loss.lovasz > 0")
-        self.model = model
-        self.cross_entropy_weight, self.lovasz_weight, self.probe = cross_entropy, lovasz, probe
-        if probe:
-            for name, parameter in model.named_parameters():
-                parameter.requires_grad_(name.startswith("final."))
-
-    def train(self, mode: bool = True) -> SegmentationMethod:
-        super().train(mode)
-        if self.probe:
-            self.model.eval()
-        return self
-
-    def forward(self, batch: SegmentationBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        logits = self.model(SparseTensor(batch.feats, batch.coords)).features
-        labelled = batch.voxel_labels != 0
-        logits, labels = logits[labelled], batch.voxel_labels[labelled]
-        losses: dict[str, Tensor] = {}
-        if self.cross_entropy_weight > 0:
-            ce = F.cross_entropy(logits, labels) if labels.numel() else logits.sum() * 0.0
-            losses["cross_entropy"] = self.cross_entropy_weight * ce
-        if self.lovasz_weight > 0:
-            losses["lovasz"] = self.lovasz_weight * lovasz_softmax(F.softmax(logits, dim=1), labels)
-        with torch.no_grad():
-            accuracy = (logits.argmax(1) == labels).float().mean() if labels.numel() else logits.new_zeros(())
-        return losses, {"voxel_accuracy": accuracy}
-
-    def handoff(self) -> dict[str, Any]:
-        return {"student": self.model.state_dict()}
-
-
-def build_model(recipe: FinetuneRecipe, num_classes: int, seed: int) -> MinkUNet34C:
-    """MinkUNet34C with `num_classes` outputs, initialised from an explicit generator seeded `seed`."""
-    m = recipe.model
-    model = MinkUNet34C(in_channels=m.in_channels, out_channels=num_classes, normalize_output=False,
-                        planes=m.planes, layers=m.layers, init_dim=m.init_dim, bn_momentum=m.bn_momentum,
-                        block_bn_momentum=m.block_bn_momentum)
-    model.init_weights(torch.Generator().manual_seed(seed))
-    return model
 
 
 def segmentation_settings(recipe: FinetuneRecipe) -> SegmentationSettings:
@@ -241,7 +187,7 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
         train_source, class_names = open_split(recipe, recipe.data.train_split)
         val_source, _ = open_split(recipe, recipe.data.val_split)
         subset, subset_info = label_subset(recipe, train_source)
-        model = build_model(recipe, len(class_names), seed)
+        model = build_segmentation_model(recipe, len(class_names), seed)
         init = _initialise(recipe, model, out_dir, weights, resume, allow_voxel_mismatch)
         probe = recipe.train.mode == "probe"
         method = SegmentationMethod(model, recipe.loss.cross_entropy, recipe.loss.lovasz, probe=probe)

@@ -17,13 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from cmcr_core.config import ObjectClassifyRecipe, ObjectDataConfig, ObjectEvalConfig
 from cmcr_core.data.objects import (
-    ObjectBatch,
     ObjectPointDataset,
     ObjectSet,
     augment_points,
@@ -31,17 +29,18 @@ from cmcr_core.data.objects import (
 )
 from cmcr_core.engine import distributed
 from cmcr_core.engine.checkpoint import load_checkpoint
-from cmcr_core.engine.method import Method
-from cmcr_core.methods.recon import (
+from cmcr_core.eval.classification import (
     extract_global_features,
     overall_accuracy,
-    recon_param_groups,
+    per_class_accuracy,
     voting_accuracy,
 )
+from cmcr_core.eval.probes import fit_linear_classifier, fit_linear_svc
+from cmcr_core.methods.classification import ClassifierMethod, classifier_param_groups
+from cmcr_core.methods.registry import recon_encoder_sizes
 from cmcr_core.models.point_transformer import PointTransformerClassifier
 from cmcr_core.recon_training import (
     METRICS_JSON,
-    encoder_sizes,
     engine_run,
     fps_pool_size,
     read_objects,
@@ -49,32 +48,6 @@ from cmcr_core.recon_training import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-class ClassifierMethod(Method):
-    """Fine-tuning as an engine ``Method``: cross-entropy of a ``PointTransformerClassifier``."""
-
-    def __init__(self, model: PointTransformerClassifier, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.model, self.label_smoothing = model, label_smoothing
-
-    def forward(self, batch: ObjectBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        logits = self.model(batch.points)
-        loss = F.cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing)
-        return {"ce": loss}, {"acc": (logits.argmax(1) == batch.labels).float().mean()}
-
-    def handoff(self) -> dict[str, Any]:
-        return {"student": self.model.encoder.state_dict()}
-
-
-def classifier_param_groups(method: ClassifierMethod, recipe: ObjectClassifyRecipe) -> list[dict[str, Any]]:
-    """Reference fine-tuning groups: the head (``cls_head_finetune`` in the reference, so ``cls``-named)
-    and the encoder's ``cls_token``/``cls_pos`` run at ``cls_lr_scale`` x lr; no decay on 1-D/bias/token."""
-    o = recipe.optim
-    groups = recon_param_groups(method.model.encoder, o.lr, o.weight_decay, o.cls_lr_scale)
-    for group in recon_param_groups(method.model.head, o.lr * o.cls_lr_scale, o.weight_decay):
-        groups.append({**group, "name": "cls_head" + group["name"].removeprefix("main")})
-    return groups
 
 
 def load_encoder_weights(encoder: torch.nn.Module, weights: str | Path) -> None:
@@ -95,13 +68,6 @@ def eval_points(objects: ObjectSet, data: ObjectDataConfig, num_points: int | No
     """B x N x 3 FPS-sampled, unit-sphere-normalised, un-augmented clouds (evaluation protocol)."""
     ds = ObjectPointDataset(objects, num_points or data.num_points, sampling="fps", normalize=True)
     return torch.from_numpy(np.stack([ds[i]["points"] for i in range(len(ds))]))
-
-
-def per_class_accuracy(pred: Tensor, labels: Tensor, class_names: list[str]) -> dict[str, float]:
-    """Accuracy of each class present in ``labels`` (name -> accuracy)."""
-    return {
-        class_names[c]: float((pred[labels == c] == c).float().mean()) for c in sorted(set(labels.tolist()))
-    }
 
 
 @torch.no_grad()
@@ -198,14 +164,15 @@ def run_object_finetune(
         distributed.seed_process(seed)
         model = PointTransformerClassifier(
             num_classes,
-            **encoder_sizes(recipe.model),
+            **recon_encoder_sizes(recipe.model),
             drop_path_rate=recipe.model.drop_path_rate,
             head=recipe.model.head,
         )
         if weights is not None:
             load_encoder_weights(model.encoder, weights)
         method = ClassifierMethod(model, recipe.loss.label_smoothing)
-        groups = classifier_param_groups(method, recipe)
+        o = recipe.optim
+        groups = classifier_param_groups(method, o.lr, o.weight_decay, o.cls_lr_scale)
         dataset = train_dataset(seeded, train_set, needs_targets=False)
         engine_run(seeded, method, dataset, out_dir / f"seed{seed}", False, groups, {}, None, None)
         if recipe.eval.recalibrate_bn > 0:
@@ -229,64 +196,6 @@ def _summary(
         **{k: _mean_std([r[k] for r in runs.values()]) for k in keys if all(k in r for r in runs.values())},
         "seeds": runs,
     }
-
-
-def fit_linear_classifier(
-    train_x: Tensor, train_y: Tensor, num_classes: int, epochs: int, lr: float, weight_decay: float, seed: int
-) -> Callable[[Tensor], Tensor]:
-    """Full-batch multinomial logistic regression on standardised features; returns x -> logits."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    generator = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(train_x.shape[1], num_classes, generator=generator) * 0.01).requires_grad_()
-    bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
-    x = (train_x - mean) / std
-    with torch.enable_grad():
-        for _ in range(epochs):
-            optimizer.zero_grad()
-            F.cross_entropy(x @ weight + bias, train_y).backward()
-            optimizer.step()
-    weight, bias = weight.detach(), bias.detach()
-    return lambda feats: ((feats - mean) / std) @ weight + bias
-
-
-def fit_linear_svc(
-    train_x: Tensor, train_y: Tensor, num_classes: int, c: float = 0.075
-) -> Callable[[Tensor], Tensor]:
-    """Torch equivalent of ``sklearn.svm.LinearSVC(C=c)`` (the reference probe): one-vs-rest, squared hinge,
-    L2 penalty on the weights *and* the intercept (liblinear's ``intercept_scaling = 1``), raw features.
-
-    Each class solves ``min 0.5 |w|^2 + c * sum_i max(0, 1 - y_i (w . [x_i, 1]))^2`` (y = +-1) exactly by a
-    generalised Newton method with backtracking (the objective is strongly convex and piecewise quadratic).
-    Returns x -> decision values (B x classes).
-    """
-    if c <= 0:
-        raise ValueError(f"linear SVC: C must be > 0, got {c}")
-    x = torch.cat([train_x.double(), torch.ones(len(train_x), 1, dtype=torch.float64)], dim=1)
-    eye = torch.eye(x.shape[1], dtype=torch.float64)
-    weights = []
-    for k in range(num_classes):
-        y = (train_y == k).double() * 2 - 1
-        w = torch.zeros(x.shape[1], dtype=torch.float64)
-
-        def objective(w: Tensor, y: Tensor = y) -> Tensor:
-            return 0.5 * w @ w + c * (1 - y * (x @ w)).clamp_min(0).square().sum()
-
-        for _ in range(100):
-            margin = 1 - y * (x @ w)
-            active = margin > 0
-            xa = x[active]
-            grad = w - 2 * c * xa.T @ (y[active] * margin[active])
-            if float(grad.norm()) <= 1e-10 * max(1.0, float(w.norm())):
-                break
-            step = torch.linalg.solve(eye + 2 * c * xa.T @ xa, grad)
-            value, t = objective(w), 1.0
-            while t > 1e-12 and objective(w - t * step) > value - 1e-4 * t * (grad @ step):
-                t /= 2
-            w = w - t * step
-        weights.append(w)
-    stacked = torch.stack(weights, dim=1)  # (D + 1) x classes
-    return lambda feats: (feats.double() @ stacked[:-1] + stacked[-1]).float()
 
 
 def fit_probe(
@@ -313,7 +222,7 @@ def run_object_probe(
     seed, e = recipe.train.seed, recipe.eval
     distributed.seed_process(seed)
     classifier = PointTransformerClassifier(
-        len(train_set.class_names), **encoder_sizes(recipe.model), drop_path_rate=0.0, head="linear"
+        len(train_set.class_names), **recon_encoder_sizes(recipe.model), drop_path_rate=0.0, head="linear"
     )
     encoder = classifier.encoder
     if weights is not None:

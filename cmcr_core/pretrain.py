@@ -21,7 +21,7 @@ from cmcr_core.engine import distributed
 from cmcr_core.engine.loop import TrainResult, TrainSettings, train
 from cmcr_core.engine.method import Method
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
-from cmcr_core.methods.build import build_method
+from cmcr_core.methods.registry import build_method
 
 logger = logging.getLogger(__name__)
 

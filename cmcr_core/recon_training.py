@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from cmcr_core import config
-from cmcr_core.config import ObjectClassifyRecipe, ObjectDataConfig, ReconModelConfig, ReconRecipe
+from cmcr_core.config import ObjectClassifyRecipe, ObjectDataConfig, ReconRecipe
 from cmcr_core.data.objects import (
     ObjectPointDataset,
     ObjectSet,
@@ -33,11 +33,8 @@ from cmcr_core.engine import distributed
 from cmcr_core.engine.loop import TrainSettings, train
 from cmcr_core.engine.method import Method
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
-from cmcr_core.methods.recon import (
-    RECON_PRESETS,
-    ReConMethod,
-    recon_param_groups,
-)
+from cmcr_core.methods.recon import recon_param_groups
+from cmcr_core.methods.registry import build_recon_method
 from cmcr_core.pretrain import RECIPE_NAME, PretrainRun, check_run_folder, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -61,43 +58,6 @@ def read_objects(data: ObjectDataConfig, split: str) -> ObjectSet:
     if data.dataset == "modelnet_resampled":
         return read_modelnet_resampled(root, split)
     return read_modelnet_h5(root, split)
-
-
-def model_sizes(model: ReconModelConfig) -> dict[str, int]:
-    """The preset's sizes with the recipe's own G and K where set."""
-    sizes = dict(RECON_PRESETS[model.preset])
-    if model.num_groups > 0:
-        sizes["num_groups"] = model.num_groups
-    if model.group_size > 0:
-        sizes["group_size"] = model.group_size
-    return sizes
-
-
-def encoder_sizes(model: ReconModelConfig) -> dict[str, int]:
-    """The encoder's part of ``model_sizes`` (no decoder sizes): kwargs of ``PointTransformerClassifier``."""
-    keys = ("embed_dim", "depth", "num_heads", "num_groups", "group_size")
-    return {k: v for k, v in model_sizes(model).items() if k in keys}
-
-
-def build_recon_method(recipe: ReconRecipe, mask_generator: torch.Generator | None = None) -> ReConMethod:
-    """``ReConMethod`` with the recipe's sizes and loss weights."""
-    m, loss = recipe.model, recipe.loss
-    return ReConMethod(
-        **model_sizes(m),
-        drop_path_rate=m.drop_path_rate,
-        mask_ratio=m.mask_ratio,
-        mask_type=m.mask_type,
-        img_dim=m.img_dim,
-        text_dim=m.text_dim,
-        w_rec=loss.rec,
-        w_img=loss.img,
-        w_text=loss.text,
-        w_smc=loss.smc,
-        rec_loss=loss.rec_loss,
-        regression=loss.regression,
-        smc_temperature=loss.smc_temperature,
-        mask_generator=mask_generator,
-    )
 
 
 def object_train_settings(

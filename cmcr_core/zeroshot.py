@@ -238,7 +238,7 @@ def run_zeroshot(weights: str | Path, data: str | Path, out_dir: str | Path, spl
     from cmcr_core.data.segmentation_dataset import SegmentationSettings
     from cmcr_core.engine.checkpoint import load_checkpoint
     from cmcr_core.finetune import evaluate
-    from cmcr_core.methods.build import build_student
+    from cmcr_core.methods.registry import build_student
 
     t0, weights, out = time.perf_counter(), Path(weights), Path(out_dir)
     ckpt = load_checkpoint(weights)

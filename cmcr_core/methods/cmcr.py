@@ -29,31 +29,29 @@ an unbiased estimate of the all-crop mean (every crop has the same size).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.batch import Batch
 from cmcr_core.data.occupancy import QUERY_INTENSITY, QUERY_OCCUPANCY
-from cmcr_core.engine.method import Method
-from cmcr_core.losses.cmcm import code_matching_loss
+from cmcr_core.losses.code_matching import code_matching_loss
 from cmcr_core.losses.codebook import UnifiedCodebook
 from cmcr_core.losses.commitment import commitment_losses
 from cmcr_core.losses.occupancy import occupancy_losses
 from cmcr_core.losses.orthogonality import orthogonality_loss
 from cmcr_core.losses.point_info_nce import info_nce, sample_pairs
+from cmcr_core.methods.base import DistillationMethod
 from cmcr_core.models.cmcr_heads import MIMDecoder, OccupancyMLP
-from cmcr_core.models.image_decoders import PixelDecoder, build_image_decoder
+from cmcr_core.models.frozen_teacher import FrozenTeacher
+from cmcr_core.models.image_decoders import PixelDecoder
 from cmcr_core.models.minkunet import MinkUNet34C
-from cmcr_core.models.teacher import FrozenTeacher
 from cmcr_core.ops.geometry import radius_neighbours
 from cmcr_core.ops.pixels import gather_pixel_features
 from cmcr_core.sparse import SparseConv3d, SparseTensor
 
-__all__ = ["CMCR", "OCCUPANCY_EXTRAS", "build_cmcr"]
+__all__ = ["CMCR", "OCCUPANCY_EXTRAS"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ logger = logging.getLogger(__name__)
 OCCUPANCY_EXTRAS = "occupancy_queries"
 
 
-class CMCR(Method):
+class CMCR(DistillationMethod):
     """The CMCR pretraining method.
 
     Args:
@@ -160,10 +158,6 @@ class CMCR(Method):
         self.occupancy_max_neighbours = occupancy_max_neighbours
         self.shared_codebook_pairs = shared_codebook_pairs
         self.seed_generators(seed, "pair_generator", "codebook_pair_generator", "mim_image_generator")
-
-    def handoff(self) -> dict[str, Any]:
-        """The student's weights (no codebook, no CMCR heads) and the teacher's description."""
-        return {"student": self.student.state_dict(), "teacher": self.teacher.info.to_dict()}
 
     def generators(self) -> dict[str, torch.Generator]:
         """Named random generators to checkpoint with the run (exact resume); ``mim_images`` only when
@@ -336,54 +330,3 @@ class CMCR(Method):
         outputs = self.occupancy_mlp.forward_factored(fused, pair_voxel, offsets)
         return occupancy_losses(outputs, queries[query_index, QUERY_OCCUPANCY],
                                 queries[query_index, QUERY_INTENSITY])
-
-
-def build_cmcr(recipe: PretrainRecipe) -> CMCR:
-    """CMCR from a resolved recipe (``method: cmcr``); modules of losses that are off are not built."""
-    from cmcr_core.methods.build import build_frozen_teacher, build_student
-
-    loss = recipe.loss
-    if loss.superpixel_nce > 0:
-        raise ValueError("loss.superpixel_nce must be 0 for method cmcr (CMCR distils point-pixel pairs)")
-    dim = recipe.student.out_channels
-    if recipe.teacher.out_channels != dim:
-        raise ValueError(
-            f"teacher.out_channels ({recipe.teacher.out_channels}) must equal student.out_channels ({dim}): "
-            "both sides of a pair live in one embedding space"
-        )
-    if loss.mim > 0 and recipe.data.mim_mask == "none":
-        logger.warning("loss.mim > 0 but data.mim_mask is 'none': MIM reconstructs unmasked images")
-    teacher = build_frozen_teacher(recipe.teacher)
-
-    def image_decoder(preset: str) -> PixelDecoder:
-        return build_image_decoder(preset, in_channels=teacher.out_channels, out_channels=dim,
-                                   upsample=teacher.output_stride)
-
-    occupancy_on = loss.occupancy > 0 or loss.intensity > 0
-    return CMCR(
-        student=build_student(recipe.student),
-        teacher=teacher,
-        decoder=image_decoder(recipe.teacher.decoder),
-        codebook=UnifiedCodebook(loss.codebook_size, dim, decay=loss.codebook_decay, eps=loss.codebook_eps,
-                                 seed=recipe.train.seed, dead_code_reset=loss.dead_code_reset,
-                                 dead_code_threshold=loss.dead_code_steps),
-        specific_decoder=image_decoder("cmcr_specific") if loss.mim > 0 else None,
-        mim_decoder=MIMDecoder(dim) if loss.mim > 0 else None,
-        occupancy_mlp=OccupancyMLP(dim + 3) if occupancy_on else None,
-        point_nce_weight=loss.point_nce,
-        orthogonality_weight=loss.orthogonality,
-        commitment_weight=loss.commitment,
-        code_matching_weight=loss.code_matching,
-        mim_weight=loss.mim,
-        mim_images=loss.mim_images,
-        occupancy_weight=loss.occupancy,
-        intensity_weight=loss.intensity,
-        num_matches=loss.num_matches,
-        temperature=loss.temperature,
-        commitment_beta=loss.commitment_beta,
-        code_matching_temperature=loss.code_matching_temperature,
-        occupancy_radius=loss.occupancy_radius,
-        occupancy_max_neighbours=loss.occupancy_max_neighbours,
-        shared_codebook_pairs=loss.shared_codebook_pairs,
-        seed=recipe.train.seed,
-    )

@@ -7,22 +7,18 @@ Both methods are this one module; the recipe decides which losses are on (a loss
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from torch import Tensor
 
 from cmcr_core.data.batch import Batch
-from cmcr_core.engine.method import Method
 from cmcr_core.losses.point_info_nce import PointInfoNCE
 from cmcr_core.losses.superpixel_info_nce import SuperpixelInfoNCE
+from cmcr_core.methods.base import DistillationMethod
+from cmcr_core.models.frozen_teacher import FrozenTeacher
 from cmcr_core.models.image_decoders import PixelDecoder
 from cmcr_core.models.minkunet import MinkUNet34C
-from cmcr_core.models.teacher import FrozenTeacher
-from cmcr_core.sparse import SparseTensor
 
 
-class PixelToPointDistillation(Method):
+class PixelToPointDistillation(DistillationMethod):
     """Student MinkUNet + frozen teacher + trainable decoder + InfoNCE losses.
 
     Args:
@@ -57,14 +53,6 @@ class PixelToPointDistillation(Method):
         self.superpixel_nce = SuperpixelInfoNCE(temperature)
         self.seed_generators(seed, "pair_generator")
 
-    def generators(self) -> dict[str, torch.Generator]:
-        """Named random generators to checkpoint with the run (exact resume)."""
-        return {"pairs": self.pair_generator}
-
-    def student_features(self, batch: Batch) -> Tensor:
-        """(V, D) unit-norm voxel features of the student."""
-        return self.student(SparseTensor(batch.feats, batch.coords)).features
-
     def teacher_features(self, batch: Batch) -> Tensor:
         """(I, D, H, W) unit-norm pixel features: frozen encoder, then the trainable decoder."""
         images = batch.images.float().div_(255.0)
@@ -87,7 +75,3 @@ class PixelToPointDistillation(Method):
             )
             losses["superpixel_nce"] = self.superpixel_nce_weight * loss
         return losses
-
-    def handoff(self) -> dict[str, Any]:
-        """The student's weights and the teacher's description, read by finetune/probe/analyze."""
-        return {"student": self.student.state_dict(), "teacher": self.teacher.info.to_dict()}

@@ -14,9 +14,8 @@ Published weights: 1, 1, 1, 0. The queries read the patch tokens through a stop-
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,14 +29,9 @@ from cmcr_core.losses.single_modal_contrastive import multi_positive_contrastive
 from cmcr_core.models.point_transformer import (
     MAEDecoder,
     ReConEncoder,
-    finetune_features,
-    svm_features,
-    token_features,
 )
 from cmcr_core.ops.geometry import (
     block_patch_mask,
-    farthest_point_sample,
-    gather_points,
     random_patch_mask,
 )
 
@@ -255,133 +249,3 @@ def convert_reference_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tenso
             continue
         out[key] = value
     return out
-
-
-@torch.no_grad()
-def extract_global_features(
-    encoder: ReConEncoder, points: Tensor, kind: str = "svm", batch_size: int = 64
-) -> Tensor:
-    """Frozen global features for linear probes / SVM (eval mode, no masking, no grad).
-
-    Args:
-        points: B x N x 3.
-        kind: ``svm`` (2C: max over queries, max + mean pool of tokens), ``tokens`` (2C: max pool and
-            mean pool of the tokens, no queries) or ``finetune`` (4C).
-
-    Returns:
-        B x 2C or B x 4C.
-    """
-    kinds = {"svm": svm_features, "tokens": token_features, "finetune": finetune_features}
-    if kind not in kinds:
-        raise ValueError(f"feature kind must be one of {sorted(kinds)}, got {kind!r}")
-    was_training = encoder.training
-    encoder.eval()
-    feats = []
-    for start in range(0, points.shape[0], batch_size):
-        neighbourhoods, centres = encoder.group(points[start : start + batch_size])
-        queries, tokens = encoder(neighbourhoods, centres, mask=None)
-        feats.append(kinds[kind](queries, tokens))
-    encoder.train(was_training)
-    return torch.cat(feats)
-
-
-def overall_accuracy(logits_or_pred: Tensor, labels: Tensor) -> float:
-    """Overall accuracy in [0, 1] from B x classes logits or B predicted labels."""
-    pred = logits_or_pred.argmax(-1) if logits_or_pred.dim() == 2 else logits_or_pred
-    if pred.shape != labels.shape:
-        raise ValueError(f"predictions {tuple(pred.shape)} and labels {tuple(labels.shape)} differ")
-    return float((pred == labels).float().mean()) if labels.numel() else float("nan")
-
-
-@torch.no_grad()
-def vote_logits(
-    classify: Callable[[Tensor], Tensor],
-    points: Tensor,
-    num_points: int,
-    num_subsets: int = 10,
-    fps_pool: int | None = None,
-    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """One vote: logits averaged over ``num_subsets`` random subsets of an FPS pool, each augmented.
-
-    Args:
-        classify: B x N x 3 -> B x classes.
-        points: B x P x 3.
-        fps_pool: FPS pool size (default P: random subsets of the whole cloud in FPS order).
-        augment: optional test-time augmentation ``(points, generator) -> points``.
-
-    Returns:
-        B x classes mean logits.
-    """
-    pool_size = min(fps_pool or points.shape[1], points.shape[1])
-    pool = gather_points(points, farthest_point_sample(points, pool_size))
-    total = None
-    for _ in range(num_subsets):
-        choice = torch.randperm(pool_size, generator=generator)[:num_points].to(points.device)
-        subset = pool[:, choice]
-        if augment is not None:
-            subset = augment(subset, generator)
-        logits = classify(subset)
-        total = logits if total is None else total + logits
-    return total / num_subsets
-
-
-def voting_accuracy(
-    classify: Callable[[Tensor], Tensor],
-    points: Tensor,
-    labels: Tensor,
-    num_points: int,
-    num_votes: int = 10,
-    num_subsets: int = 10,
-    fps_pool: int | None = None,
-    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Voting evaluation reported as the MEAN (and std) over votes, not the reference's max over rounds."""
-    generator = torch.Generator().manual_seed(seed)
-    accs = [
-        overall_accuracy(
-            vote_logits(classify, points, num_points, num_subsets, fps_pool, augment, generator), labels
-        )
-        for _ in range(num_votes)
-    ]
-    mean = sum(accs) / len(accs)
-    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
-    return {"mean": mean, "std": std, "votes": accs}
-
-
-def linear_probe(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    num_classes: int,
-    epochs: int = 300,
-    lr: float = 0.1,
-    weight_decay: float = 1e-4,
-    standardize: bool = True,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Multinomial logistic regression on frozen features (full batch, AdamW); returns train/test accuracy.
-
-    Features are standardised with the training mean/std when ``standardize`` (a torch stand-in for the
-    reference's ``LinearSVC(C=0.075)``).
-    """
-    if standardize:
-        mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    generator = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(train_x.shape[1], num_classes, generator=generator) * 0.01).requires_grad_()
-    bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
-    with torch.enable_grad():
-        for _ in range(epochs):
-            optimizer.zero_grad()
-            F.cross_entropy(train_x @ weight + bias, train_y).backward()
-            optimizer.step()
-    with torch.no_grad():
-        return {
-            "train_acc": overall_accuracy(train_x @ weight + bias, train_y),
-            "test_acc": overall_accuracy(test_x @ weight + bias, test_y),
-        }

@@ -21,35 +21,24 @@ Loss values are computed in float32 with autocast off (N×N similarity matrices 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cmcr_core.config import PretrainRecipe, TeacherConfig
 from cmcr_core.data.batch import Batch
-from cmcr_core.engine.method import Method
 from cmcr_core.losses.contrastive_distill import contrastive_distill_loss
 from cmcr_core.losses.point_info_nce import sample_pairs
 from cmcr_core.losses.relational import relational_loss
 from cmcr_core.losses.similarity import similarity_loss
+from cmcr_core.methods.base import DistillationMethod
+from cmcr_core.models.frozen_teacher import FrozenTeacher
 from cmcr_core.models.minkunet import MinkUNet34C
-from cmcr_core.models.teacher import FrozenTeacher
 from cmcr_core.ops.pixels import bilinear_pixel_features
-from cmcr_core.sparse import SparseTensor
 
-__all__ = [
-    "FEATURE_DISTILLATION_METHODS",
-    "FeatureSpaceDistillation",
-    "build_feature_distillation",
-    "build_teacher_from_config",
-]
-
-FEATURE_DISTILLATION_METHODS: tuple[str, ...] = ("relational", "similarity", "contrastive")
+__all__ = ["FeatureSpaceDistillation"]
 
 
-class FeatureSpaceDistillation(Method):
+class FeatureSpaceDistillation(DistillationMethod):
     """Student MinkUNet distilled into a frozen teacher's feature space (no decoder).
 
     Args:
@@ -95,14 +84,6 @@ class FeatureSpaceDistillation(Method):
         self.relational_block_size = relational_block_size
         self.seed_generators(seed, "pair_generator")
 
-    def generators(self) -> dict[str, torch.Generator]:
-        """Named random generators to checkpoint with the run (exact resume)."""
-        return {"pairs": self.pair_generator}
-
-    def student_features(self, batch: Batch) -> Tensor:
-        """(V, D) unit-norm voxel features of the student."""
-        return self.student(SparseTensor(batch.feats, batch.coords)).features
-
     def teacher_maps(self, images: Tensor) -> Tensor:
         """(I, 3, H, W) uint8 images → (I, D, h, w) frozen teacher maps (no gradient)."""
         return self.teacher(images.float().div(255.0))
@@ -143,61 +124,3 @@ class FeatureSpaceDistillation(Method):
                     k, q, temperature=self.temperature)
             metrics["pair_cosine"] = (F.normalize(k, dim=1) * q).sum(dim=1).mean().detach()
         return losses, metrics
-
-    def handoff(self) -> dict[str, Any]:
-        """The student's weights and the teacher's description, read by finetune/probe/analyze/zeroshot."""
-        return {"student": self.student.state_dict(), "teacher": self.teacher.info.to_dict()}
-
-
-def build_teacher_from_config(cfg: TeacherConfig) -> FrozenTeacher:
-    """The recipe's frozen teacher: a transformers CLIP/DINOv2 directory, or any cmcr/ResNet teacher."""
-    if cfg.arch.startswith("hf_"):
-        from cmcr_core.models.hf_teachers import HF_TEACHER_ARCHS, load_hf_teacher
-
-        if cfg.arch not in HF_TEACHER_ARCHS:
-            raise ValueError(
-                f"teacher.arch {cfg.arch!r} is unknown; transformers teachers: {sorted(HF_TEACHER_ARCHS)}"
-            )
-        return load_hf_teacher(cfg.arch, cfg.weights)
-    from cmcr_core.methods.build import build_frozen_teacher
-
-    return build_frozen_teacher(cfg)
-
-
-def build_feature_distillation(recipe: PretrainRecipe) -> FeatureSpaceDistillation:
-    """relational / similarity / contrastive: the same module, losses switched by their weights."""
-    from cmcr_core.methods.build import build_student
-
-    loss = recipe.loss
-    if recipe.method in FEATURE_DISTILLATION_METHODS and getattr(loss, recipe.method) <= 0:
-        raise ValueError(
-            f"method {recipe.method!r} needs loss.{recipe.method} > 0 (it is {getattr(loss, recipe.method)})"
-        )
-    if loss.point_nce > 0 or loss.superpixel_nce > 0:
-        raise ValueError(
-            f"method {recipe.method!r} distils in the teacher's space with loss.relational/similarity/"
-            f"contrastive; set loss.point_nce and loss.superpixel_nce to 0 (they are {loss.point_nce} and "
-            f"{loss.superpixel_nce}; PPKT's decoder-based InfoNCE is method 'ppkt')"
-        )
-    teacher = build_teacher_from_config(recipe.teacher)
-    if recipe.student.out_channels != teacher.out_channels:
-        raise ValueError(
-            f"student.out_channels ({recipe.student.out_channels}) must equal the {teacher.info.arch} "
-            f"teacher's feature size ({teacher.out_channels}): method {recipe.method!r} has no decoder, so "
-            "the student's head outputs the teacher's (for CLIP: the image–text) space"
-        )
-    if not recipe.student.normalize:
-        raise ValueError("student.normalize must be true: the losses compare unit vectors")
-    return FeatureSpaceDistillation(
-        student=build_student(recipe.student),
-        teacher=teacher,
-        relational_weight=loss.relational,
-        similarity_weight=loss.similarity,
-        contrastive_weight=loss.contrastive,
-        num_matches=loss.num_matches,
-        temperature=loss.temperature,
-        lambda_cross=loss.lambda_cross,
-        lambda_intra=loss.lambda_intra,
-        relational_block_size=loss.relational_block_size or None,
-        seed=recipe.train.seed,
-    )

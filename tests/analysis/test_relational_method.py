@@ -18,7 +18,7 @@ from cmcr_core.losses.contrastive_distill import contrastive_distill_loss
 from cmcr_core.losses.point_info_nce import sample_pairs
 from cmcr_core.losses.relational import relational_loss
 from cmcr_core.losses.similarity import similarity_loss
-from cmcr_core.methods.build import build_method
+from cmcr_core.methods.registry import build_method
 from cmcr_core.methods.relational import FeatureSpaceDistillation
 from cmcr_core.ops.pixels import bilinear_pixel_features
 from cmcr_core.pretrain import pipeline_settings, run_pretraining

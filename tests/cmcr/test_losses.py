@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmcr_core.losses.cmcm import code_matching_loss
+from cmcr_core.losses.code_matching import code_matching_loss
 from cmcr_core.losses.commitment import commitment_losses
 from cmcr_core.losses.occupancy import occupancy_losses
 from cmcr_core.losses.orthogonality import orthogonality_loss

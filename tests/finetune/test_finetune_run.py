@@ -12,7 +12,8 @@ import torch
 
 from cmcr_core.data.prepared import PreparedDataset
 from cmcr_core.engine import load_checkpoint
-from cmcr_core.finetune import build_model, learning_rates, run_finetune, run_probe, run_seeds
+from cmcr_core.finetune import learning_rates, run_finetune, run_probe, run_seeds
+from cmcr_core.methods.registry import build_segmentation_model
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def test_probe_changes_only_the_head(tiny_recipe, cylindrical_checkpoint: Path, 
     pre = load_checkpoint(cylindrical_checkpoint)["student"]
     for run in runs:
         post = load_checkpoint(run.out_dir / "checkpoint.pt")["student"]
-        fresh_head = build_model(recipe, 17, run.metrics.extra["seed"]).state_dict()
+        fresh_head = build_segmentation_model(recipe, 17, run.metrics.extra["seed"]).state_dict()
         for key, value in post.items():
             if key.startswith("final."):
                 assert not torch.equal(value, fresh_head[key]), key

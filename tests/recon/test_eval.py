@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cmcr_core.methods.recon import (
+from cmcr_core.eval.classification import (
     extract_global_features,
-    linear_probe,
     overall_accuracy,
-    recon_param_groups,
     vote_logits,
     voting_accuracy,
 )
+from cmcr_core.eval.probes import linear_probe
+from cmcr_core.methods.recon import recon_param_groups
 from cmcr_core.models.point_transformer import PointTransformerClassifier, ReConEncoder
 from cmcr_core.ops.geometry import farthest_point_sample, gather_points
 
@@ -94,7 +94,7 @@ def test_global_features_match_their_definitions() -> None:
 @pytest.mark.parametrize("c", [0.075, 1.0])
 def test_linear_svc_equals_sklearn_linear_svc(c: float) -> None:
     svm = pytest.importorskip("sklearn.svm")
-    from cmcr_core.object_classification import fit_linear_svc
+    from cmcr_core.eval.probes import fit_linear_svc
 
     gen = torch.Generator().manual_seed(3)
     labels = torch.arange(60) % 5

@@ -18,7 +18,8 @@ from cmcr_cli.app import app
 from cmcr_core.data.objects import normalize_unit_sphere
 from cmcr_core.data.objects.readers import read_modelnet_resampled, read_scanobjectnn
 from cmcr_core.engine.checkpoint import load_checkpoint
-from cmcr_core.methods.recon import RECON_PRESETS, extract_global_features
+from cmcr_core.eval.classification import extract_global_features
+from cmcr_core.methods.recon import RECON_PRESETS
 from cmcr_core.models.point_transformer import PointTransformerClassifier
 from cmcr_core.ops.geometry import farthest_point_sample_np
 

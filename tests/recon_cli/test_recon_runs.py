@@ -13,11 +13,12 @@ from cmcr_cli.app import app
 from cmcr_core import config
 from cmcr_core.engine.checkpoint import load_checkpoint
 from cmcr_core.engine.schedules import OptimizerSettings, build_optimizer
-from cmcr_core.methods.recon import RECON_PRESETS, ReConMethod, extract_global_features, linear_probe
+from cmcr_core.eval.classification import extract_global_features
+from cmcr_core.eval.probes import linear_probe
+from cmcr_core.methods.classification import ClassifierMethod, classifier_param_groups
+from cmcr_core.methods.recon import RECON_PRESETS, ReConMethod
 from cmcr_core.models.point_transformer import PointTransformerClassifier
 from cmcr_core.object_classification import (
-    ClassifierMethod,
-    classifier_param_groups,
     eval_points,
     load_encoder_weights,
     run_object_finetune,
@@ -141,7 +142,8 @@ def test_finetune_param_groups_give_cls_and_head_ten_times_the_lr() -> None:
         15, **{k: v for k, v in RECON_PRESETS["ci"].items() if "decoder" not in k}
     )
     method = ClassifierMethod(model)
-    optimizer = build_optimizer(method, OptimizerSettings(), classifier_param_groups(method, recipe))
+    optimizer = build_optimizer(method, OptimizerSettings(), classifier_param_groups(
+        method, recipe.optim.lr, recipe.optim.weight_decay, recipe.optim.cls_lr_scale))
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     for name, param in method.named_parameters():

@@ -14,7 +14,7 @@ from cmcr_cli.app import app
 from cmcr_core.config import TeacherConfig
 from cmcr_core.data.prepare_nuscenes import PrepareOptions, prepare_nuscenes
 from cmcr_core.engine import load_checkpoint
-from cmcr_core.methods.build import build_frozen_teacher
+from cmcr_core.methods.registry import teacher_from_config
 from cmcr_core.models.resnet import build_resnet
 from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH
 
@@ -102,8 +102,8 @@ def test_pretrain_runs_with_the_semantic_teacher(trained, prepared: Path, tmp_pa
 
 
 def test_every_decoder_accepts_the_semantic_teacher(trained, tmp_path: Path):
-    plain = build_frozen_teacher(TeacherConfig(arch="resnet50", weights=str(trained.teacher)))
-    dilated = build_frozen_teacher(TeacherConfig(arch="resnet18", weights=str(trained.teacher),
+    plain = teacher_from_config(TeacherConfig(arch="resnet50", weights=str(trained.teacher)))
+    dilated = teacher_from_config(TeacherConfig(arch="resnet18", weights=str(trained.teacher),
                                                  decoder="dilation"))
     assert plain.output_stride == 8 and dilated.output_stride == 4  # SLidR's decoder wants stride 4
     images = torch.rand(1, 3, 64, 96)
@@ -112,4 +112,4 @@ def test_every_decoder_accepts_the_semantic_teacher(trained, tmp_path: Path):
     resnet_file = tmp_path / "resnet18.pth"
     torch.save(build_resnet("resnet18").state_dict(), resnet_file)
     with pytest.raises(ValueError, match=r"holds resnet18 weights, but teacher.arch is 'resnet34'"):
-        build_frozen_teacher(TeacherConfig(arch="resnet34", weights=str(resnet_file)))
+        teacher_from_config(TeacherConfig(arch="resnet34", weights=str(resnet_file)))
