@@ -45,7 +45,7 @@ from cmcr_core.config import load_recipe
 from cmcr_core.data.batch import Batch, collate
 from cmcr_core.data.pretrain_dataset import PretrainDataset
 from cmcr_core.methods.registry import build_method
-from cmcr_core.pretrain import extras_hook, pipeline_settings
+from cmcr_core.runs.pretrain import extras_hook, pipeline_settings
 from cmcr_core.sparse import SparseTensor
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import console, fail, setup_logging
+from cmcr_cli.common import DEVICE_OPTION, console, fail, run_or_fail, setup_logging
+from cmcr_core import api
 
 app = typer.Typer(
     help="Structure of pretrained 3D features next to their 2D teacher (uniformity, tolerance, gap), or the "
@@ -44,7 +45,7 @@ def analyze(
     miou_file: Path = typer.Option(
         None, "--miou-file", help="JSON {model: mIoU or metrics.json path}: correlate metrics with mIoU."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = DEVICE_OPTION,
 ) -> None:
     """Sample features per class, measure U/T/G/A of each model and of its teacher, print a table, plot."""
     if ctx.invoked_subcommand is not None:
@@ -53,15 +54,8 @@ def analyze(
         fail("cmcr analyze needs --weights CHECKPOINT (repeatable), --data PREPARED and --out DIR")
     size = _size(teacher_size)
     setup_logging()
-    from cmcr_core.analysis import analyze_runs
-    from cmcr_core.pretrain import resolve_device
-
-    try:
-        result = analyze_runs(weights, data, out, split=split, per_class=per_class, seed=seed,
-                              teacher_input_size=size, export_features=export_features, miou_file=miou_file,
-                              device=resolve_device(device))
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+    result = run_or_fail(api.analyze, weights, data, out, device, split=split, per_class=per_class, seed=seed,
+                         teacher_input_size=size, export_features=export_features, miou_file=miou_file)
     _print_table(result.report)
     console.print(f"results in {result.out_dir}: " + ", ".join(p.name for p in result.files), highlight=False)
 
@@ -105,9 +99,7 @@ def toy(
         fail(f"--clusters must be 1 or 3, got {clusters}")
     if iterations < 4:
         fail(f"--iterations must be >= 4, got {iterations}")
-    from cmcr_core.analysis import run_toy
-
-    summary = run_toy(clusters, out, iterations=iterations, seed=seed)
+    summary = api.toy(clusters, out, iterations=iterations, seed=seed)
     source = summary["source"]
     console.print(f"source: U = {source['uniformity']:.3f}, T = {source['tolerance']:.3f}")
     for name, final in summary["final"].items():

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import console, fail, setup_logging
+from cmcr_cli.common import console, print_report, run_or_fail, setup_logging
+from cmcr_core import api
 
 
 def demo(
@@ -19,28 +20,12 @@ def demo(
 ) -> None:
     """Write two worlds, train a teacher, pretrain CMCR and PPKT, probe, fine-tune, analyse; DIR/report.md."""
     setup_logging()
-    from cmcr_core.demo import DemoSettingsError, run_demo
-    from cmcr_core.engine.loop import NonFiniteLossError
-
     console.print(f"[bold]cmcr demo[/] ({'quick' if quick else 'full'}) into {out}", highlight=False)
     try:
-        result = run_demo(out, quick=quick, seeds=seeds, threads=threads, force=force, recipes_dir=recipes,
-                          say=lambda line: console.print(line, highlight=False))
+        result = run_or_fail(api.demo, out, quick=quick, seeds=seeds, threads=threads, force=force,
+                             recipes=recipes, say=lambda line: console.print(line, highlight=False))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: finished stages are kept; run `cmcr demo --out {out}` with "
                       "the same options to continue", highlight=False)
         raise typer.Exit(130) from None
-    except NonFiniteLossError as exc:
-        fail(str(exc), code=3)
-    except (DemoSettingsError, ValueError, FileExistsError, FileNotFoundError) as exc:
-        fail(str(exc))
-    report = result.report
-    for protocol, title in (("probe", "linear probing"), ("finetune", "fine-tuning")):
-        rows = report["miou"][protocol]
-        line = ", ".join(f"{name} {100 * r['mean']:.1f}" + (f"±{100 * r['std']:.1f}" if len(r["per_seed"]) > 1
-                                                             else "") for name, r in rows.items())
-        console.print(f"{title} mIoU %: {line}", highlight=False)
-    console.print(report["verdict"], highlight=False)
-    console.print(f"[green]done[/]: report {result.report_md} (and {result.report_json.name}); plots in "
-                  f"{out / 'analysis'}; runs in {out}/pretrain, {out}/probe, {out}/finetune; teacher "
-                  f"{out / 'teacher' / 'teacher.pt'}; worlds in {out / 'worlds'}", highlight=False)
+    print_report(result.summary())

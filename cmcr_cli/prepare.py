@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from cmcr_cli.common import console, fail, print_report, run_or_fail
+from cmcr_core import api
+
 app = typer.Typer(help="Write synthetic worlds and prepare datasets.", no_args_is_help=True)
 
 
@@ -23,65 +26,30 @@ def synthetic(
 ) -> None:
     """Write a procedural driving world in the nuScenes v1.0-mini layout (with lidarseg and camera truth)."""
     # Heavy imports stay inside the command so `cmcr --help` never loads numpy or the renderer.
-    import time
-
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cmcr_core.data.synthetic import parse_image_size, write_nuscenes_world
-
-    console = Console()
     try:
-        size = parse_image_size(image_size)
+        size = api.parse_image_size(image_size)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--image-size") from err
-    start = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]synthetic world"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with Progress(TextColumn("[bold]synthetic world"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
         task = bar.add_task("samples", total=None)
 
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
         try:
-            summary = write_nuscenes_world(
-                out,
-                scenes=scenes,
-                samples_per_scene=samples_per_scene,
-                seed=seed,
-                image_size=size,
-                overwrite=overwrite,
-                workers=workers,
-                progress=advance,
-            )
+            run = api.write_synthetic_world(out, scenes, samples_per_scene, seed, size, overwrite, workers,
+                                            progress=advance)
         except (ValueError, FileExistsError) as err:
             bar.stop()
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(code=2) from err
-    elapsed = time.perf_counter() - start
-    points = summary.points_per_sweep
-    console.print(
-        f"wrote {len(summary.scene_names)} scenes ({', '.join(summary.scene_names)}), "
-        f"{summary.samples} samples in {elapsed:.1f} s\n"
-        f"  LiDAR points per sweep: mean {sum(points) / len(points):.0f}, "
-        f"min {min(points)}, max {max(points)}\n"
-        f"  images {summary.image_size[0]}x{summary.image_size[1]}, 6 cameras; "
-        f"{summary.bytes_written / summary.samples / 1e6:.2f} MB per sample\n"
-        f"  nuScenes dataroot: {summary.root} (version {summary.version})\n"
-        f"  camera truth maps: {summary.truth_index.parent} (index {summary.truth_index.name})"
-    )
+    print_report(run.report())
 
 
 # --- cmcr prepare nuscenes / cmcr prepare info --------------------------------------------------------
-
-NUSCENES_VERSIONS = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
-
 
 @app.command("nuscenes")
 def nuscenes_command(
@@ -101,27 +69,12 @@ def nuscenes_command(
 
     Exit code 0 when every sample of this job's shards was prepared, 1 when some failed, 2 for usage errors.
     """
-    from cmcr_cli.common import console, fail
-
-    if version not in NUSCENES_VERSIONS:
-        fail(f"--version must be one of {', '.join(NUSCENES_VERSIONS)}, got {version!r}")
-    if workers < 1:
-        fail(f"--workers must be >= 1, got {workers}")
-    from cmcr_core.data import prepare_nuscenes as prep
-    from cmcr_core.data.superpixels import SlicParams
-
-    try:
-        job = prep.parse_shard_spec(shard)
-        scale = prep.DEFAULT_SUPERPIXEL_SCALE if superpixel_scale is None else superpixel_scale
-        options = prep.PrepareOptions(
-            superpixels=superpixels, slic=SlicParams(scale=scale), samples_per_shard=samples_per_shard
-        )
-        plan = prep.plan_prepare(dataroot, version, out, options, job=job, retry_failed=retry_failed)
-    except ValueError as exc:
-        fail(str(exc))
+    plan = run_or_fail(api.plan_nuscenes, dataroot, version, out, workers=workers, shard=shard,
+                       superpixels=superpixels, superpixel_scale=superpixel_scale,
+                       samples_per_shard=samples_per_shard, retry_failed=retry_failed)
     with _samples_progress() as progress:
-        task = progress.add_task(f"shard job {job[0]}/{job[1]}", total=plan.samples_todo)
-        report = prep.run_prepare(plan, workers=workers, progress=lambda n: progress.advance(task, n))
+        task = progress.add_task(f"shard job {plan.job[0]}/{plan.job[1]}", total=plan.samples_todo)
+        report = api.prepare_nuscenes(plan, workers=workers, progress=lambda n: progress.advance(task, n))
         progress.update(task, completed=plan.samples_todo)
     console.print(
         f"{report.shards_built} shards built, {report.shards_kept} kept from earlier runs, "
@@ -137,13 +90,7 @@ def info_command(out: Path = typer.Argument(..., help="A prepared folder.")) -> 
     """Show what a prepared folder holds: splits, sample counts, bytes and failures."""
     from rich.table import Table
 
-    from cmcr_cli.common import console, fail
-    from cmcr_core.data.prepared import PreparedDataError, prepared_summary
-
-    try:
-        summary = prepared_summary(out)
-    except PreparedDataError as exc:
-        fail(str(exc))
+    summary = run_or_fail(api.prepared_summary, out)
     sp = summary["config"]["superpixels"]
     console.print(
         f"[bold]{out}[/]: {summary['version']} from {summary['dataroot']}\n"
@@ -171,8 +118,6 @@ def info_command(out: Path = typer.Argument(..., help="A prepared folder.")) -> 
 
 def _print_failures(failures: list[dict[str, str]], limit: int = 20) -> None:
     from rich.table import Table
-
-    from cmcr_cli.common import console
 
     shown = f" (first {limit})" if len(failures) > limit else ""
     table = Table(title=f"{len(failures)} failed samples{shown}")
@@ -203,8 +148,6 @@ def _samples_progress():
         TimeRemainingColumn,
     )
     from rich.text import Text
-
-    from cmcr_cli.common import console
 
     class SamplesPerSecond(ProgressColumn):
         def render(self, task) -> Text:
@@ -239,36 +182,56 @@ def semantickitti_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="With --synthetic: replace --root/sequences."),
 ) -> None:
     """Prepare SemanticKITTI scans (19-class learning map) into per-sequence HDF5 shards."""
-    from cmcr_cli.common import console, fail
-    from cmcr_core.data.semantickitti import KittiDataError, prepare_semantickitti
-
     if synthetic:
-        from cmcr_core.data.semantickitti.writer import write_semantickitti_world
-
-        try:
-            world = write_semantickitti_world(root, [s.strip() for s in sequences.split(",")],
-                                              scans_per_sequence, seed, overwrite=overwrite)
-        except (ValueError, FileExistsError) as exc:
-            fail(str(exc))
-        points = world.points_per_scan
-        console.print(f"wrote synthetic sequences {', '.join(world.sequences)} ({world.scans_per_sequence} "
-                      f"scans each, {sum(points) / len(points):.0f} points per scan) to {root}/sequences")
-    try:
-        report = prepare_semantickitti(root, out)
-    except KittiDataError as exc:
-        fail(str(exc))
-    console.print(f"sequences prepared: {', '.join(report.written) or 'none'}; kept from an earlier run: "
-                  f"{', '.join(report.kept) or 'none'}; index: {report.index_path}")
+        print_report(run_or_fail(api.write_synthetic_kitti, root, sequences, scans_per_sequence, seed,
+                                 overwrite=overwrite))
+    print_report(run_or_fail(api.prepare_kitti, root, out))
 
 
 # --- cmcr prepare objects (ReCon) ------------------------------------------------------------------------
 
 
-def _objects_command() -> None:
-    # the command body lives in cmcr_cli.objects (lazy heavy imports inside it)
-    from cmcr_cli.objects import prepare_objects
-
-    app.command("objects")(prepare_objects)
-
-
-_objects_command()
+@app.command("objects")
+def prepare_objects(
+    out: Path = typer.Option(..., "--out", help="Output folder (synthetic layouts) or targets file (.npz)."),
+    synthetic: bool = typer.Option(
+        False, "--synthetic", help="Write synthetic objects in every layout (and OUT/teacher_targets.npz)."
+    ),
+    targets_from: Path = typer.Option(
+        None,
+        "--targets-from",
+        help="ShapeNet-55 root (ShapeNet-55/, shapenet_pc/, shapenet_img/): write "
+        "teacher targets for its objects into --out (.npz).",
+    ),
+    teacher: Path = typer.Option(
+        None, "--teacher", help="LOCAL image-teacher file (ResNet / cmcr-teacher); default: TinyImageTeacher."
+    ),
+    text_embeddings: Path = typer.Option(
+        None,
+        "--text-embeddings",
+        help=".npy, one row per class (classes x D); default: random class vectors.",
+    ),
+    img_dim: int = typer.Option(32, "--img-dim", help="TinyImageTeacher output size (no --teacher)."),
+    text_dim: int = typer.Option(24, "--text-dim", help="Stand-in text vector size (no --text-embeddings)."),
+    views: int = typer.Option(1, "--views", help="Image augmentations stored per object."),
+    image_size: int = typer.Option(224, "--image-size", help="Teacher input size (square)."),
+    train_per_class: int = typer.Option(16, "--train-per-class", help="--synthetic: train objects/class."),
+    test_per_class: int = typer.Option(4, "--test-per-class", help="--synthetic: test objects per class."),
+    points: int = typer.Option(1024, "--points", help="--synthetic: points per object."),
+    render_size: int = typer.Option(32, "--render-size", help="--synthetic: render size in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed of objects, stand-in teachers and view augmentations."),
+) -> None:
+    """Write synthetic objects (ShapeNet-55, ScanObjectNN, ModelNet40 layouts) and/or ReCon targets."""
+    if not synthetic and targets_from is None:
+        fail("nothing to do: pass --synthetic and/or --targets-from ROOT")
+    root = targets_from
+    if synthetic:
+        layout, report = run_or_fail(api.write_synthetic_objects, out, train_per_class=train_per_class,
+                                     test_per_class=test_per_class, points=points, seed=seed,
+                                     render_size=render_size)
+        print_report(report)
+        # the synthetic ShapeNet-55 copy gets its targets too, so one command readies a whole demo
+        root, out = root or layout["shapenet55"], out / "teacher_targets.npz"
+    print_report(run_or_fail(api.prepare_object_targets, root, out, errors=(KeyError,), teacher=teacher,
+                             text_embeddings=text_embeddings, img_dim=img_dim, text_dim=text_dim, views=views,
+                             image_size=image_size, seed=seed))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import console, fail, load_recipe_or_fail, run_or_fail, setup_logging
+from cmcr_cli.common import DRY_RUN_OPTION, SET_OPTION, console, load_or_fail, run_or_fail, with_option
+from cmcr_core import api
 
 app = typer.Typer(help="Train, inspect and evaluate 2D teachers.", no_args_is_help=True)
 
@@ -22,6 +23,12 @@ def _scores_line(label: str, scores: dict | None) -> str:
     return line
 
 
+def _print_scores(metrics: dict) -> None:
+    console.print(_scores_line("held-out scenes", metrics.get("holdout")), highlight=False)
+    for scores in metrics.get("eval_worlds", []):
+        console.print(_scores_line(f"world {scores['world']}", scores), highlight=False)
+
+
 @app.command("train")
 def train_command(
     recipe: Path = typer.Option(
@@ -32,49 +39,33 @@ def train_command(
         None, "--eval-world", help="Another world to score the teacher on (repeatable; data.eval_worlds)."
     ),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<recipe name>)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override one key: section.key=value (repeatable)."),
+    set_: list[str] = SET_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and exit."),
+    dry_run: bool = DRY_RUN_OPTION,
 ) -> None:
     """Train the compact semantic network on a world's camera truth; writes RUN/teacher.pt and metrics."""
-    sets = list(set_ or [])
-    if world is not None:
-        sets.append(f"data.world={json.dumps(str(world))}")
+    sets = with_option(set_, "data.world", json.dumps(str(world)) if world is not None else None)
     if eval_world:
         sets.append(f"data.eval_worlds={json.dumps([str(p) for p in eval_world])}")
-    resolved = load_recipe_or_fail(recipe, sets, kind_name="teacher")
-    from cmcr_core import config
-
-    if dry_run:
-        typer.echo(config.dump(resolved), nl=False)
+    resolved = load_or_fail(recipe, sets, ("teacher",), dry_run)
+    if resolved is None:
         return
-    setup_logging()
-    from cmcr_core.teacher_training import run_teacher_training
-
-    out = out or Path("runs") / resolved.name
-    run = run_or_fail(run_teacher_training, resolved, out, resume=resume)
+    run = run_or_fail(api.train_teacher, resolved, out, resume=resume)
     if run.teacher is None:
-        console.print(f"stopped at step {run.result.position.step}; resume with --resume --out {out}")
+        console.print(f"stopped at step {run.result.position.step}; resume with --resume --out {run.out_dir}")
         return
     metrics = run.metrics or {}
     seconds = metrics.get("train_seconds")
     console.print(f"[green]done[/]: {run.result.position.step} steps"
                   + (f" in {seconds:.0f} s" if seconds is not None else "") + f"; teacher {run.teacher}",
                   highlight=False)
-    console.print(_scores_line("held-out scenes", metrics.get("holdout")), highlight=False)
-    for scores in metrics.get("eval_worlds", []):
-        console.print(_scores_line(f"world {scores['world']}", scores), highlight=False)
+    _print_scores(metrics)
 
 
 @app.command("info")
 def info_command(file: Path = typer.Argument(..., help="A cmcr-teacher file (e.g. RUN/teacher.pt).")) -> None:
     """Show a teacher file's arch, source world, prototypes and recorded accuracy."""
-    from cmcr_core.teacher_training import read_teacher_file
-
-    try:
-        payload = read_teacher_file(file)
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+    payload = run_or_fail(api.read_teacher_file, file)
     meta = payload.get("meta", {})
     state = payload["state_dict"]
     params = sum(int(t.numel()) for k, t in state.items() if not k.endswith("num_batches_tracked"))
@@ -97,10 +88,7 @@ def info_command(file: Path = typer.Argument(..., help="A cmcr-teacher file (e.g
                       + (f" (absent: {', '.join(missing)})" if missing else ""), highlight=False)
     else:
         console.print("prototypes: none")
-    metrics = meta.get("metrics", {})
-    console.print(_scores_line("held-out scenes", metrics.get("holdout")), highlight=False)
-    for scores in metrics.get("eval_worlds", []):
-        console.print(_scores_line(f"world {scores['world']}", scores), highlight=False)
+    _print_scores(meta.get("metrics", {}))
 
 
 @app.command("eval")
@@ -111,12 +99,7 @@ def eval_command(
     out: Path = typer.Option(None, "--out", help="Also write the scores to this JSON file."),
 ) -> None:
     """Score a trained teacher file (its classifier and prototypes) on a world's camera truth."""
-    from cmcr_core.teacher_training import evaluate_teacher_file
-
-    try:
-        scores = evaluate_teacher_file(file, world, scenes=list(scene or []))
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+    scores = run_or_fail(api.evaluate_teacher, file, world, scenes=list(scene or []))
     label = f"{world} ({'the training world' if scores['same_world'] else 'another world'})"
     console.print(_scores_line(label, scores), highlight=False)
     if out is not None:

@@ -77,6 +77,8 @@ COARSE_CLASS_NAMES: tuple[str, ...] = (
 
 COARSE_NAME_TO_INDEX: dict[str, int] = {name: i for i, name in enumerate(COARSE_CLASS_NAMES)}
 NUM_COARSE_CLASSES: int = len(COARSE_CLASS_NAMES) - 1
+EVALUATED_CLASS_NAMES: tuple[str, ...] = COARSE_CLASS_NAMES[1:]
+"""The 16 evaluated (predicted) classes without "ignore"; index k is the coarse id k + 1."""
 """16: the evaluated coarse classes, not counting "ignore"."""
 
 FINE_TO_COARSE_NAME: dict[str, str] = {

@@ -1,21 +1,23 @@
 """The report of `cmcr demo`: DIR/report.json and DIR/report.md, built only from the files the runs wrote.
 
 Numbers come from the run folders (`probe/<model>/metrics.json` and `finetune/<model>/metrics.json`, the
-multi-seed summaries of `cmcr_core.finetune.run_seeds`; `analysis/structure.json`; `teacher/metrics.json`;
-the stage records `stages/*.json`), so the report can be regenerated at any time and checked against them.
-mIoUs stay fractions in report.json (as in metrics.json) and are shown in percent in report.md.
+multi-seed summaries of `cmcr_core.runs.finetune.run_seeds`; `analysis/structure.json`;
+`teacher/metrics.json`; the stage records `stages/*.json`), so the report can be regenerated at any time
+and checked against them. mIoUs stay fractions in report.json (as in metrics.json) and are shown in percent
+in report.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from cmcr_core.demo import MODELS, PRETRAINED, PROTOCOLS, RANDOM_INIT, TEACHER_LABELS
+from cmcr_core.demo.plan import MODELS, PRETRAINED, PROTOCOLS, RANDOM_INIT, TEACHER_LABELS
+from cmcr_core.ops.atomic import atomic_write_text
+from cmcr_core.runs.run_folder import METRICS_JSON, STRUCTURE_JSON
 
 __all__ = ["collect", "judge", "render_markdown", "verdict", "write"]
 
@@ -58,7 +60,7 @@ def judge(delta: float, spread: float, seeds: int) -> str:
 def _segmentation(out: Path, protocol: str, seeds: int) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for name in MODELS:
-        path = out / protocol / name / "metrics.json"
+        path = out / protocol / name / METRICS_JSON
         summary = _read_json(path)
         rows[name] = {"pretraining": _pretraining_of(name), "mean": summary["miou"]["mean"],
                       "std": summary["miou"]["std"], "per_seed": summary["per_seed_miou"],
@@ -76,7 +78,7 @@ def _segmentation(out: Path, protocol: str, seeds: int) -> dict[str, Any]:
 
 
 def _structure(out: Path) -> dict[str, Any]:
-    report = _read_json(out / "analysis" / "structure.json")
+    report = _read_json(out / "analysis" / STRUCTURE_JSON)
     models = {name: {"method": m["method"], "teacher": m["teacher"],
                      **{key: m[key] for _, key in STRUCTURE_COLUMNS}}
               for name, m in report["models"].items()}
@@ -125,7 +127,7 @@ def collect(out: str | Path, settings: dict[str, Any], invocation: dict[str, Any
     out = Path(out)
     stages = {p.stem: _read_json(p) for p in sorted((out / "stages").glob("*.json"),
                                                       key=lambda p: p.stat().st_mtime)}
-    teacher = _read_json(out / "teacher" / "metrics.json")
+    teacher = _read_json(out / "teacher" / METRICS_JSON)
     holdout = teacher.get("holdout") or {}
     seeds = settings["seeds"]
     segmentation = {protocol: _segmentation(out, protocol, seeds) for protocol in PROTOCOLS}
@@ -258,7 +260,5 @@ def write(out: str | Path, report: dict[str, Any]) -> tuple[Path, Path]:
     paths = (out / "report.md", out / "report.json")
     texts = (render_markdown(report), json.dumps(report, indent=1) + "\n")
     for path, text in zip(paths, texts, strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return paths

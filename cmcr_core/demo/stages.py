@@ -10,7 +10,7 @@ Seven stages, each through the public core function that the matching `cmcr` com
 5. linear probing and one-labelled-scene fine-tuning of the four checkpoints and of random initialisation,
    over `seeds` seeds, evaluated on the whole mini_val split;
 6. structure (U/T/G/A) of each pretrained space against its teacher on mini_val, with the plots;
-7. DIR/report.md and DIR/report.json (`cmcr_core.demo_report`).
+7. DIR/report.md and DIR/report.json (`cmcr_core.demo.report`).
 
 Every stage writes into its own folder and, once complete, a record `DIR/stages/<stage>.json` (wall and
 CPU seconds, load average). A rerun skips the stages whose record and outputs exist, resumes training runs
@@ -21,82 +21,30 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "DEMO_JSON", "MODELS", "PRETRAINED", "DemoPlan", "DemoResult", "DemoSettingsError", "make_plan",
-    "run_demo",
-]
-
-DEMO_JSON = "demo.json"
-DEMO_FORMAT = 1
-STAGES = 7
-CMCR_INTENSITY_SCALE = 1.0 / 255.0  # recipes/nuscenes.yaml: CMCR divides intensities by 255
-
-# (name, method, teacher) of every pretrained model; the random-init baseline is "random_init".
-PRETRAINED: tuple[tuple[str, str, str], ...] = (
-    ("cmcr_semantic", "cmcr", "semantic"),
-    ("cmcr_random", "cmcr", "random"),
-    ("ppkt_semantic", "ppkt", "semantic"),
-    ("ppkt_random", "ppkt", "random"),
+from cmcr_core.demo import report as demo_report
+from cmcr_core.demo.plan import (
+    CMCR_INTENSITY_SCALE,
+    MODELS,
+    PRETRAINED,
+    PROTOCOLS,
+    STAGES,
+    TEACHER_LABELS,
+    DemoPlan,
+    check_settings,
+    make_plan,
 )
-RANDOM_INIT = "random_init"
-MODELS: tuple[str, ...] = (RANDOM_INIT, *(name for name, _, _ in PRETRAINED))
-PROTOCOLS: tuple[str, ...] = ("probe", "finetune")
-TEACHER_LABELS = {"semantic": "semantic teacher", "random": "random ResNet-18"}
+from cmcr_core.ops.atomic import write_json_atomic
+from cmcr_core.runs.report import Line, Report
+from cmcr_core.runs.run_folder import CHECKPOINT, METRICS_JSON, STRUCTURE_JSON, TEACHER_FILE
 
-
-class DemoSettingsError(ValueError):
-    """The output folder belongs to a demo started with other settings, or to something else."""
-
-
-@dataclass(frozen=True)
-class DemoPlan:
-    """Everything that decides the demo's numbers (stored in DIR/demo.json; a rerun must match it)."""
-
-    mode: str  # "full" or "quick"
-    seeds: int
-    image_size: tuple[int, int]  # width, height of the camera images of both worlds
-    world_a: tuple[int, int]  # scenes, keyframes per scene (teacher world, seed 0)
-    world_b: tuple[int, int]  # scenes, keyframes per scene (pretraining and evaluation world, seed 1)
-    teacher_steps: int
-    teacher_batch: int
-    teacher_crop: tuple[int, int]  # height, width
-    pretrain_steps: int
-    pretrain_batch: int
-    probe_epochs: int
-    probe_label_fraction: float
-    probe_lr: float  # 10x probe_synthetic.yaml's: its 0.05 leaves the head untrained in a few dozen steps
-    finetune_epochs: int
-    finetune_label_fraction: float  # chosen so that exactly one mini_train scene is labelled
-    analysis_per_class: int
-    format: int = DEMO_FORMAT
-
-    def settings(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def make_plan(quick: bool, seeds: int | None = None) -> DemoPlan:
-    """The full demo (under 15 minutes on 2 CPU cores) or the quick one (under 3 minutes; what CI runs)."""
-    if seeds is not None and seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
-    if quick:
-        # 5 scenes: both mini_val scenes and 3 mini_train ones; label fraction 0.1 (skip 3) keeps one.
-        return DemoPlan(mode="quick", seeds=seeds or 1, image_size=(320, 180), world_a=(3, 2), world_b=(5, 1),
-                        teacher_steps=6, teacher_batch=4, teacher_crop=(96, 160), pretrain_steps=2,
-                        pretrain_batch=1, probe_epochs=1, probe_label_fraction=1.0, probe_lr=0.5,
-                        finetune_epochs=1, finetune_label_fraction=0.1, analysis_per_class=100)
-    # 10 scenes: mini_train holds 8, label fraction 0.01 (skip 8) keeps one (finetune_synthetic.yaml).
-    return DemoPlan(mode="full", seeds=seeds or 3, image_size=(320, 180), world_a=(10, 3), world_b=(10, 4),
-                    teacher_steps=150, teacher_batch=4, teacher_crop=(144, 256), pretrain_steps=50,
-                    pretrain_batch=2, probe_epochs=3, probe_label_fraction=1.0, probe_lr=0.5,
-                    finetune_epochs=30, finetune_label_fraction=0.01, analysis_per_class=500)
+__all__ = ["DemoResult", "default_recipes_dir", "run_demo"]
 
 
 @dataclass
@@ -110,67 +58,29 @@ class DemoResult:
     ran: list[str] = field(default_factory=list)  # stages run by this invocation
     skipped: list[str] = field(default_factory=list)  # stages found complete
 
+    def summary(self) -> Report:
+        """The lines `cmcr demo` ends with: mIoUs of each protocol, the verdict, where everything is."""
+        out, lines = self.out_dir, []
+        for protocol, title in (("probe", "linear probing"), ("finetune", "fine-tuning")):
+            rows = self.report["miou"][protocol]
+            line = ", ".join(f"{name} {100 * r['mean']:.1f}" + (f"±{100 * r['std']:.1f}"
+                             if len(r["per_seed"]) > 1 else "") for name, r in rows.items())
+            lines.append(Line(f"{title} mIoU %: {line}", highlight=False))
+        lines.append(Line(self.report["verdict"], highlight=False))
+        lines.append(Line(f"[green]done[/]: report {self.report_md} (and {self.report_json.name}); plots in "
+                          f"{out / 'analysis'}; runs in {out}/pretrain, {out}/probe, {out}/finetune; teacher "
+                          f"{out / 'teacher' / TEACHER_FILE}; worlds in {out / 'worlds'}", highlight=False))
+        return Report(tuple(lines))
+
 
 def default_recipes_dir() -> Path:
     """The repository's recipes/ folder (next to the cmcr_core package in a source checkout)."""
-    return Path(__file__).resolve().parents[1] / "recipes"
+    return Path(__file__).resolve().parents[2] / "recipes"
 
 
 def _q(value: str | Path) -> str:
     """A path as a `--set` value (JSON-quoted, so any character survives the YAML parse)."""
     return json.dumps(str(value))
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def check_settings(out: Path, plan: DemoPlan, force: bool) -> None:
-    """Claim `out` for `plan`: new or empty folder, or a demo with the same settings; else refuse.
-
-    With `force`, the results of a demo with other settings are deleted first (only the demo's own files).
-    """
-    settings_path = out / DEMO_JSON
-    if settings_path.is_file():
-        try:
-            saved = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise DemoSettingsError(f"{settings_path} is unreadable ({error}); choose another --out") \
-                from error
-        wanted = plan.settings()
-        stored = saved.get("settings", {})
-        if stored == json.loads(json.dumps(wanted)):
-            return
-        if not force:
-            changed = sorted(k for k in set(wanted) | set(stored) if json.dumps(wanted.get(k)) !=
-                             json.dumps(stored.get(k)))
-            before = f"--quick={stored.get('mode') == 'quick'} --seeds {stored.get('seeds')}"
-            raise DemoSettingsError(
-                f"{out} holds a demo run with other settings ({before}; differs in {', '.join(changed)}): "
-                f"rerun with those options to continue it, choose another --out, or pass --force to delete "
-                f"its results and start again")
-        remove_demo_outputs(out)
-    elif out.exists() and any(out.iterdir()):
-        raise DemoSettingsError(f"{out} is not empty and holds no {DEMO_JSON}: it is not a demo folder; "
-                                f"choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    created = time.strftime("%Y-%m-%d %H:%M:%S")
-    _write_json_atomic(settings_path, {"settings": plan.settings(), "created": created})
-
-
-DEMO_FOLDERS = ("worlds", "teacher", "prepared", "pretrain", "probe", "finetune", "analysis", "stages")
-DEMO_FILES = (DEMO_JSON, "report.md", "report.json")
-
-
-def remove_demo_outputs(out: Path) -> None:
-    """Delete what a demo wrote in `out` (its known folders and files only)."""
-    for name in DEMO_FOLDERS:
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in DEMO_FILES:
-        (out / name).unlink(missing_ok=True)
 
 
 class _Stages:
@@ -206,7 +116,7 @@ class _Stages:
         record = {"stage": key, "label": label, "wall_s": wall, "cpu_s": cpu,
                   "load_before": load_before, "load_after": os.getloadavg()[0],
                   "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **info}
-        _write_json_atomic(self.record_path(key), record)
+        write_json_atomic(self.record_path(key), record, newline=True)
         self.ran.append(key)
         self.say(f"  done in {wall:.0f} s (CPU {cpu:.0f} s)")
 
@@ -231,12 +141,12 @@ def _world_stage(stages: _Stages, plan: DemoPlan, out: Path, key: str, seed: int
 
 def _teacher_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Path, world: Path) -> Path:
     from cmcr_core import config
-    from cmcr_core.teacher_training import run_teacher_training
+    from cmcr_core.runs.teacher import run_teacher_training
 
     run_dir = out / "teacher"
-    teacher = run_dir / "teacher.pt"
+    teacher = run_dir / TEACHER_FILE
     label = f"[2/{STAGES}] training the semantic teacher on world_a ({plan.teacher_steps} steps)"
-    with stages.run("teacher", label, (teacher, run_dir / "metrics.json")) as info:
+    with stages.run("teacher", label, (teacher, run_dir / METRICS_JSON)) as info:
         if info is not None:
             warmup = min(20, plan.teacher_steps // 4)
             sets = [f"data.world={_q(world)}", f"train.max_steps={plan.teacher_steps}",
@@ -245,7 +155,7 @@ def _teacher_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Path
                     f"train.checkpoint_every={max(1, plan.teacher_steps // 4)}", "train.log_every=5"]
             recipe = config.load_recipe(recipes_dir / "semantic_teacher_synthetic.yaml", sets,
                                         kind=config.TeacherTrainRecipe)
-            run = run_teacher_training(recipe, run_dir, resume=(run_dir / "checkpoint.pt").exists())
+            run = run_teacher_training(recipe, run_dir, resume=(run_dir / CHECKPOINT).exists())
             if run.teacher is None:
                 raise RuntimeError(f"teacher training in {run_dir} stopped at step "
                                    f"{run.result.position.step}")
@@ -274,10 +184,10 @@ def _prepare_stage(stages: _Stages, out: Path, world: Path) -> Path:
 def _pretrain_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Path, prepared: Path,
                     teacher: Path, name: str, method: str, teacher_kind: str) -> Path:
     from cmcr_core import config
-    from cmcr_core.pretrain import run_pretraining
+    from cmcr_core.runs.pretrain import run_pretraining
 
     run_dir = out / "pretrain" / name
-    checkpoint = run_dir / "checkpoint.pt"
+    checkpoint = run_dir / CHECKPOINT
     label = (f"[4/{STAGES}] pretraining {method} ({TEACHER_LABELS[teacher_kind]}), "
              f"{plan.pretrain_steps} steps")
     with stages.run(f"pretrain_{name}", label, (checkpoint,)) as info:
@@ -300,7 +210,7 @@ def _pretrain_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Pat
 def _downstream_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Path, prepared: Path,
                       protocol: str, name: str, checkpoint: Path | None) -> Path:
     from cmcr_core import config
-    from cmcr_core.finetune import run_seeds
+    from cmcr_core.runs.finetune import run_seeds
 
     run_dir = out / protocol / name
     if protocol == "probe":
@@ -308,7 +218,7 @@ def _downstream_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: P
     else:
         epochs, fraction, what = plan.finetune_epochs, plan.finetune_label_fraction, "fine-tuning"
     label = f"[5/{STAGES}] {what} of {name}, {plan.seeds} seed(s)"
-    with stages.run(f"{protocol}_{name}", label, (run_dir / "metrics.json",)) as info:
+    with stages.run(f"{protocol}_{name}", label, (run_dir / METRICS_JSON,)) as info:
         if info is not None:
             sets = [f"data.path={_q(prepared)}", f"train.epochs={epochs}", f"data.label_fraction={fraction}",
                     "data.num_workers=0", "train.log_every=1"]
@@ -329,7 +239,7 @@ def _downstream_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: P
 
 def _analysis_stage(stages: _Stages, plan: DemoPlan, out: Path, prepared: Path,
                     checkpoints: dict[str, Path]) -> Path:
-    from cmcr_core.analysis import STRUCTURE_JSON, analyze_runs
+    from cmcr_core.runs.analyze import analyze_runs
 
     folder = out / "analysis"
     label = f"[6/{STAGES}] structure of the pretrained spaces against their teachers (mini_val)"
@@ -337,7 +247,7 @@ def _analysis_stage(stages: _Stages, plan: DemoPlan, out: Path, prepared: Path,
         if info is not None:
             folder.mkdir(parents=True, exist_ok=True)
             miou_file = folder / "probe_miou.json"  # paths relative to the file: read_miou_file's rule
-            _write_json_atomic(miou_file, {n: f"../probe/{n}/metrics.json" for n in checkpoints})
+            write_json_atomic(miou_file, {n: f"../probe/{n}/metrics.json" for n in checkpoints}, newline=True)
             result = analyze_runs(list(checkpoints.values()), prepared, folder, split="mini_val",
                                   per_class=plan.analysis_per_class, seed=0, miou_file=miou_file)
             info.update(files=[p.name for p in result.files])
@@ -349,8 +259,6 @@ def run_demo(out: str | Path, quick: bool = False, seeds: int | None = None, thr
              say: Callable[[str], None] = print) -> DemoResult:
     """Run (or continue) the demo into `out`; `say` receives one line per stage. Returns the report."""
     import torch
-
-    from cmcr_core import demo_report
 
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")

@@ -8,8 +8,9 @@ Sampling (PROTOCOLS.md §13) [paper: 5,000 features per class × 16; the rest as
    (``np.random.default_rng(seed)``, drawn scan by scan), and each class keeps its ``per_class`` smallest
    keys — a uniform sample without replacement, streamed with O(classes × per_class) memory. A class
    with fewer candidates keeps them all and is reported (``below_quota``, and a warning).
-2. **Features**: each checkpoint's pretraining method is rebuilt from its stored recipe (random teachers
-   are rebuilt under the run's seed, exactly as ``cmcr pretrain`` built them) and set to eval mode. The 3D
+2. **Features**: each checkpoint's pretraining method is rebuilt from its stored recipe
+   (``cmcr_core.runs.pretrain.load_pretraining_run``; random teachers are rebuilt under the run's seed,
+   exactly as ``cmcr pretrain`` built them) and set to eval mode. The 3D
    feature of a point is the student's L2-normalised output at its voxel (the run's voxelisation, no
    augmentation); its 2D feature is what the method distils into at the paired pixel — the teacher's map
    read bilinearly (relational/similarity/contrastive) or the trained decoder's output (PPKT/SLidR/CMCR). By
@@ -20,7 +21,6 @@ Sampling (PROTOCOLS.md §13) [paper: 5,000 features per class × 16; the rest as
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,30 +30,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cmcr_core import config
 from cmcr_core.config import PretrainRecipe
-from cmcr_core.data.labels import COARSE_CLASS_NAMES
+from cmcr_core.data.labels import EVALUATED_CLASS_NAMES
 from cmcr_core.data.transforms import crop_pairings, resize_crop_image
-from cmcr_core.engine import distributed
-from cmcr_core.engine.checkpoint import load_checkpoint
-from cmcr_core.engine.method import Method, load_trainable_state_dict
+from cmcr_core.engine.method import Method
 from cmcr_core.sparse import SparseTensor
 from cmcr_core.sparse.voxelize import voxelize
 
 __all__ = [
-    "CLASS_NAMES",
     "LoadedRun",
     "PointSelection",
     "extract_features",
-    "load_pretraining_run",
     "select_points",
 ]
 
 logger = logging.getLogger(__name__)
-
-CLASS_NAMES: tuple[str, ...] = COARSE_CLASS_NAMES[1:]
-"""The 16 evaluated classes; sampled label k is the coarse id k + 1."""
-
 
 @dataclass(frozen=True)
 class LoadedRun:
@@ -65,50 +56,6 @@ class LoadedRun:
     recipe: PretrainRecipe
     step: int
     teacher: dict[str, Any]
-
-
-def load_pretraining_run(
-    path: str | Path,
-    name: str | None = None,
-    teacher_weights: str | None = None,
-    device: str | torch.device = "cpu",
-) -> LoadedRun:
-    """Rebuild the pretraining method of a ``cmcr-train`` checkpoint and load its trained weights.
-
-    Args:
-        path: checkpoint file (``<run>/checkpoint.pt``).
-        name: display name (default: the run folder's name).
-        teacher_weights: replaces the recipe's ``teacher.weights`` (a teacher file moved since training).
-        device: where the method runs.
-
-    Returns:
-        LoadedRun with the method in eval mode on ``device``.
-    """
-    from cmcr_core.methods.registry import build_method
-
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    try:
-        recipe = config.build(PretrainRecipe, ckpt.get("recipe") or {}, source=str(path))
-    except config.RecipeError as error:
-        raise ValueError(f"{path}: its stored recipe does not fit this version of cmcr ({error})") from error
-    if teacher_weights is not None:
-        teacher = config.replace(recipe.teacher, weights=str(teacher_weights))
-        recipe = config.replace(recipe, teacher=teacher)
-    if not recipe.teacher.weights:
-        logger.warning("%s: the teacher had random weights; it is rebuilt under the run's seed %d exactly as "
-                       "`cmcr pretrain` built it", path, recipe.train.seed)
-    # Same global-RNG state as run_pretraining had when it built the method, so a randomly initialised
-    # teacher comes back identical; the caller's torch and Python RNG states are restored afterwards.
-    python_state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        distributed.seed_process(recipe.train.seed, 0)
-        method = build_method(recipe)
-    random.setstate(python_state)
-    load_trainable_state_dict(method, ckpt["model"], source=str(path))
-    method.to(device).eval()
-    return LoadedRun(path, name or path.parent.name, method, recipe, int(ckpt.get("step", 0)),
-                     dict(ckpt.get("teacher") or {}))
 
 
 @dataclass(frozen=True)
@@ -130,7 +77,7 @@ class PointSelection:
     per_class: int
     seed: int
     split: str = ""
-    class_names: tuple[str, ...] = CLASS_NAMES
+    class_names: tuple[str, ...] = EVALUATED_CLASS_NAMES
     below_quota: tuple[str, ...] = field(default=())
 
     @property
@@ -153,7 +100,7 @@ class PointSelection:
 
 
 def select_points(source: Sequence[Any], per_class: int = 5000, seed: int = 0, split: str = "",
-                  num_classes: int = len(CLASS_NAMES)) -> PointSelection:
+                  num_classes: int = len(EVALUATED_CLASS_NAMES)) -> PointSelection:
     """Choose up to ``per_class`` camera-seen labelled points per class (see the module docstring).
 
     Args:
@@ -196,7 +143,7 @@ def select_points(source: Sequence[Any], per_class: int = 5000, seed: int = 0, s
         raise ValueError(f"split {split!r}: no labelled point is seen by a camera; nothing to sample")
     order = np.lexsort((rows[:, 2], rows[:, 1]))
     rows, labels_out = rows[order].astype(np.int64), labels_out[order]
-    short = tuple(CLASS_NAMES[c] if num_classes == len(CLASS_NAMES) else str(c)
+    short = tuple(EVALUATED_CLASS_NAMES[c] if num_classes == len(EVALUATED_CLASS_NAMES) else str(c)
                   for c in range(num_classes) if available[c] < per_class)
     if short:
         logger.warning("split %r: %d class(es) have fewer than %d camera-seen points and keep all they have: "

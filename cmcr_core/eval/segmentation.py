@@ -22,13 +22,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from cmcr_core.data.segmentation_dataset import (
+    SegmentationBatch,
+    SegmentationDataset,
+    SegmentationSettings,
+    Subset,
+    collate_segmentation,
+)
+from cmcr_core.engine import distributed
+from cmcr_core.sparse import SparseTensor
 
 __all__ = [
+    "CLASS_TABLE_COLUMNS",
     "ConfusionAccumulator",
     "SegmentationMetrics",
+    "class_table_rows",
     "compute_metrics",
+    "confusion_counts",
     "confusion_matrix",
+    "evaluate",
+    "pixel_scores",
     "seed_summary",
     "write_lidarseg_prediction",
     "write_lidarseg_submission_meta",
@@ -36,6 +52,15 @@ __all__ = [
 ]
 
 IGNORE_INDEX = 0
+SUPPRESSED_LOGIT = -1e6  # class 0 is never predicted (PROTOCOLS.md §10)
+CLASS_TABLE_COLUMNS: tuple[str, ...] = ("class", "IoU %", "TP", "FP", "FN", "GT points")
+
+
+def confusion_counts(truth: Tensor, predicted: Tensor, num_classes: int) -> Tensor:
+    """(K, K) int64 counts [truth, prediction] of flat int64 ids in 0..K−1 (one ``bincount``): the one
+    accumulation of every confusion matrix (points here, teacher pixels in ``cmcr_core.runs.teacher``)."""
+    flat = torch.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes)
+    return flat.view(num_classes, num_classes)
 
 
 def confusion_matrix(gt: Tensor | np.ndarray, pred: Tensor | np.ndarray, num_classes: int) -> np.ndarray:
@@ -78,8 +103,7 @@ class ConfusionAccumulator:
                     f"predictions must lie in 1..{k - 1} (class 0 is never predicted), "
                     f"got {int(pred_t.min())}..{int(pred_t.max())}"
                 )
-            counts = torch.bincount(gt_t * k + pred_t, minlength=k * k)
-            self._matrix += counts.cpu()
+            self._matrix += confusion_counts(gt_t, pred_t, k).reshape(-1).cpu()
         self.num_scans += scans
 
     def merge(self, matrix: np.ndarray | Tensor, scans: int) -> None:
@@ -184,6 +208,42 @@ def compute_metrics(
     )
 
 
+def pixel_scores(confusion: Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """Pixel accuracy, mIoU over the classes present in the truth, and per-class IoU (None if absent).
+
+    For (K, K) confusions without an ignore class (the 2D teacher's pixels). Unlike ``compute_metrics``
+    (devkit rule: a class is present when its union is non-empty), a class is present when it has truth.
+    """
+    confusion = confusion.double()
+    hits, truth, predicted = confusion.diagonal(), confusion.sum(dim=1), confusion.sum(dim=0)
+    present = truth > 0
+    iou = hits / (truth + predicted - hits).clamp_min(1.0)
+    total = float(confusion.sum())
+    return {
+        "pixel_accuracy": float(hits.sum()) / total if total else float("nan"),
+        "miou": float(iou[present].mean()) if bool(present.any()) else float("nan"),
+        "pixels": int(total),
+        "iou": {name: (float(iou[k]) if bool(present[k]) else None) for k, name in enumerate(class_names)},
+    }
+
+
+def class_table_rows(metrics: SegmentationMetrics, per_class: Mapping[str, Mapping[str, Any]] | None = None
+                     ) -> list[tuple[str, ...]]:
+    """Rows of ``CLASS_TABLE_COLUMNS`` per evaluated class: IoU % (``per_class`` mean ± std over seeds when
+    given, from ``seed_summary``), TP, FP, FN and ground-truth points of ``metrics``."""
+    rows = []
+    for row in metrics.class_rows():
+        if per_class is not None:
+            stats = per_class[row["class"]]
+            iou = "absent"
+            if stats["mean"] is not None:
+                iou = f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
+        else:
+            iou = "absent" if row["iou"] is None else f"{100 * row['iou']:.2f}"
+        rows.append((row["class"], iou, *(str(row[key]) for key in ("tp", "fp", "fn", "gt_points"))))
+    return rows
+
+
 def seed_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean ± std over seeds of `metrics.json` dicts (std with ddof = 1; 0 for a single run).
 
@@ -257,3 +317,51 @@ def write_semantickitti_prediction(results_dir: str | Path, token: str, predicti
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(lut[values].tobytes())
     return path
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, source: Sequence[Any], settings: SegmentationSettings,
+             class_names: Sequence[str], split: str, dataset: str = "nuscenes", batch_size: int = 4,
+             device: str | torch.device = "cpu", export_dir: str | Path | None = None, num_workers: int = 0,
+             context: distributed.DistContext | None = None) -> SegmentationMetrics:
+    """Score every point of every scan of `source`: voxel logits -> points through the inverse map; the
+    evaluator of fine-tuning, probing and zero-shot segmentation (class 0 is never predicted).
+
+    Under torchrun each rank scores scans rank, rank + W, ... and the confusion matrices are summed.
+    `export_dir`: also write predictions (nuScenes lidarseg `.bin` files, or SemanticKITTI `.label`).
+    """
+    ctx = context or distributed.single_process_context(device)
+    model.eval().to(ctx.device)
+    mine = range(ctx.rank, len(source), ctx.world_size)
+    data = Subset(SegmentationDataset(source, settings, train=False), mine)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_segmentation)
+    acc = ConfusionAccumulator(len(class_names))
+    for batch in loader:
+        batch = batch.to(ctx.device)
+        logits = model(SparseTensor(batch.feats, batch.coords)).features
+        logits[:, 0] = SUPPRESSED_LOGIT
+        points_pred = logits.argmax(1)[batch.point_to_voxel]
+        acc.update(batch.point_labels, points_pred, scans=batch.batch_size)
+        if export_dir is not None:
+            _export(Path(export_dir), dataset, split, batch, points_pred.cpu())
+    confusion, scans = torch.as_tensor(acc.matrix), acc.num_scans
+    if ctx.is_distributed:
+        packed = torch.cat([confusion.reshape(-1), torch.tensor([scans])]).to(ctx.device)
+        torch.distributed.all_reduce(packed)
+        confusion, scans = packed[:-1].cpu().reshape(confusion.shape), int(packed[-1])
+    return compute_metrics(confusion.numpy(), class_names, scans, split, dataset)
+
+
+def _export(out: Path, dataset: str, split: str, batch: SegmentationBatch, pred: Tensor) -> None:
+    offsets = batch.point_offsets.tolist()
+    for b, token in enumerate(batch.lidar_tokens):
+        values = pred[offsets[b]:offsets[b + 1]]
+        if dataset == "semantickitti":
+            from cmcr_core.data.semantickitti import LEARNING_MAP_INV
+
+            write_semantickitti_prediction(out, token, values, LEARNING_MAP_INV)
+        else:
+            write_lidarseg_prediction(out, split, token, values)
+    if dataset != "semantickitti":
+        write_lidarseg_submission_meta(out, split)

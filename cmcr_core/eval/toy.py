@@ -1,4 +1,6 @@
-"""Toy experiment of relational distillation (METHODS.md §8.6): distil points on S² into a small MLP.
+"""Toy experiment of relational distillation (METHODS.md §8.6): the source on S², its settings and results.
+
+The training of the student MLP with each loss is ``cmcr_core.runs.toy.run_toy_experiment``.
 
 The paper reports a 1-cluster and a 3-cluster setup of an MLP mapping inputs to 3-D unit vectors, with the
 source representation at U = 0.89, T = 0.66 [paper]; every other setting is [unknown]. Recipe used here
@@ -27,13 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-
-from cmcr_core.eval.structure import tolerance, uniformity
-from cmcr_core.losses.contrastive_distill import contrastive_distill_loss
-from cmcr_core.losses.relational import relational_loss
-from cmcr_core.losses.similarity import similarity_loss
 
 __all__ = [
     "TOY_LOSSES",
@@ -41,7 +37,7 @@ __all__ = [
     "ToyCurves",
     "ToyResult",
     "cluster_means",
-    "run_toy_experiment",
+    "make_toy_data",
     "sample_vmf_s2",
     "toy_setups",
     "vmf_s2_from_uniform",
@@ -205,7 +201,8 @@ def _latin_hypercube(num: int, generator: torch.Generator) -> Tensor:
     return torch.stack(columns, dim=1).clamp(1e-12, 1.0 - 1e-12)  # keep Φ⁻¹ finite
 
 
-def _make_data(cfg: ToyConfig, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def make_toy_data(cfg: ToyConfig, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """(inputs (N, 2) float32, targets (N, 3) float32 unit vectors, labels (N,) cluster ids) of a setup."""
     means = cluster_means(cfg.num_clusters)
     inputs, targets, labels = [], [], []
     n = cfg.points_per_cluster
@@ -220,95 +217,3 @@ def _make_data(cfg: ToyConfig, generator: torch.Generator) -> tuple[Tensor, Tens
         inputs.append(centre + z + cfg.input_noise * noise)
         labels.append(torch.full((n,), c, dtype=torch.long))
     return torch.cat(inputs).float(), torch.cat(targets).float(), torch.cat(labels)
-
-
-def _init_mlp(hidden: int, generator: torch.Generator) -> list[Tensor]:
-    """Weights of 2 → H → H → 3 with PyTorch's default Linear init bound 1/√fan_in, from ``generator``."""
-    params = []
-    for fan_in, fan_out in ((2, hidden), (hidden, hidden), (hidden, 3)):
-        bound = 1.0 / math.sqrt(fan_in)
-        params.append(torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=generator))
-        params.append(torch.empty(fan_out).uniform_(-bound, bound, generator=generator))
-    return params
-
-
-def _mlp(params: list[Tensor], x: Tensor) -> Tensor:
-    w1, b1, w2, b2, w3, b3 = params
-    h = torch.relu(F.linear(x, w1, b1))
-    h = torch.relu(F.linear(h, w2, b2))
-    return F.normalize(F.linear(h, w3, b3), dim=1)
-
-
-def _loss(name: str, k: Tensor, q: Tensor, cfg: ToyConfig) -> Tensor:
-    if name == "contrastive":
-        return contrastive_distill_loss(k, q, temperature=cfg.temperature)
-    if name == "similarity":
-        return similarity_loss(k, q)
-    return relational_loss(k, q, lambda_cross=cfg.lambda_cross, lambda_intra=cfg.lambda_intra)["loss"]
-
-
-def _structure(features: Tensor, labels: Tensor) -> tuple[float, float]:
-    x = features.detach().double()
-    return uniformity(x, block_size=x.shape[0], compute_dtype=torch.float64), tolerance(x, labels)
-
-
-def run_toy_experiment(config: ToyConfig | None = None) -> ToyResult:
-    """Distil the source into a fresh MLP with each loss of ``config.losses``; log U and T throughout.
-
-    Args:
-        config: settings (default ToyConfig(): one cluster).
-
-    Returns:
-        ToyResult with the source data, its U/T and one ToyCurves per loss.
-    """
-    cfg = config or ToyConfig()
-    unknown = [name for name in cfg.losses if name not in TOY_LOSSES]
-    if unknown:
-        raise ValueError(f"toy experiment: unknown loss(es) {unknown}; choose from {list(TOY_LOSSES)}")
-    if cfg.points_per_cluster < 2 or cfg.iterations < 1 or cfg.hidden < 1:
-        raise ValueError(
-            "toy experiment: points_per_cluster ≥ 2, iterations ≥ 1 and hidden ≥ 1 are required; got "
-            f"{cfg.points_per_cluster}, {cfg.iterations}, {cfg.hidden}"
-        )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    inputs, targets, labels = _make_data(cfg, generator)
-    initial = _init_mlp(cfg.hidden, generator)
-    source_u, source_t = _structure(targets, labels)
-    snapshot_at = set(cfg.snapshot_iterations)
-
-    curves: dict[str, ToyCurves] = {}
-    for name in cfg.losses:
-        params = [p.clone().requires_grad_(True) for p in initial]
-        optimizer = torch.optim.Adam(params, lr=cfg.lr)
-        u_trace, t_trace, loss_trace = [], [], []
-        snapshots: dict[int, np.ndarray] = {}
-        for it in range(cfg.iterations + 1):
-            k = _mlp(params, inputs)
-            u, t = _structure(k, labels)
-            u_trace.append(u)
-            t_trace.append(t)
-            if it in snapshot_at:
-                snapshots[it] = k.detach().numpy().copy()
-            if it == cfg.iterations:
-                break  # the last pass only measures the trained model
-            loss = _loss(name, k, targets, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_trace.append(float(loss.detach()))
-        curves[name] = ToyCurves(
-            uniformity=np.asarray(u_trace),
-            tolerance=np.asarray(t_trace),
-            loss=np.asarray(loss_trace),
-            final_features=k.detach().numpy().copy(),
-            snapshots=snapshots,
-        )
-    return ToyResult(
-        config=cfg,
-        inputs=inputs.numpy(),
-        targets=targets.numpy(),
-        labels=labels.numpy(),
-        source_uniformity=source_u,
-        source_tolerance=source_t,
-        curves=curves,
-    )

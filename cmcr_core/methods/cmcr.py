@@ -316,7 +316,7 @@ class CMCR(DistillationMethod):
         if OCCUPANCY_EXTRAS not in batch.extras:
             raise ValueError(
                 "the occupancy/intensity losses need occupancy queries in the batch: build the dataset with "
-                "extras_hook=cmcr_core.data.occupancy.OccupancyQueries() (cmcr_core.pretrain does this)"
+                "extras_hook=cmcr_core.data.occupancy.OccupancyQueries() (cmcr_core.runs.pretrain does this)"
             )
         queries = batch.extras[OCCUPANCY_EXTRAS]
         query_index, point_index = radius_neighbours(

@@ -1,7 +1,7 @@
 """A compact 2D semantic network: the offline stand-in for MoCo/DINO/CLIP teachers.
 
 Real teachers learn semantics from large 2D datasets; offline, ``cmcr teacher train`` trains this network
-on the camera images and truth maps of one synthetic world (``cmcr_core.teacher_training``), and every
+on the camera images and truth maps of one synthetic world (``cmcr_core.runs.teacher``), and every
 pretraining method then loads the saved ``cmcr-teacher`` file like any other teacher.
 
 Layout (output stride 8, about 0.45 M parameters with the default widths (32, 64, 96, 128)):

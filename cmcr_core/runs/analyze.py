@@ -1,6 +1,6 @@
 """`cmcr analyze`: structure of pretrained 3D features next to their 2D teacher (PROTOCOLS.md §13).
 
-For each checkpoint: the sampled points of ``cmcr_core.feature_sampling`` (the same points for every model),
+For each checkpoint: the sampled points of ``cmcr_core.eval.features`` (the same points for every model),
 their student and paired teacher features, then uniformity (t = 2, exact, streamed), tolerance (closed
 form per class), modality gap and alignment of ``cmcr_core.eval.structure`` for both sides and their
 differences (ΔU, ΔT, |ΔU|, |ΔT|; no weighted "structural gap" is invented). Writes ``structure.json``, PCA
@@ -23,21 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmcr_core.feature_sampling import (
-    CLASS_NAMES,
-    PointSelection,
-    extract_features,
-    load_pretraining_run,
-    select_points,
-)
+from cmcr_core.data.labels import EVALUATED_CLASS_NAMES
+from cmcr_core.eval.features import PointSelection, extract_features, select_points
+from cmcr_core.runs.pretrain import load_pretraining_run
+from cmcr_core.runs.run_folder import STRUCTURE_JSON, write_json
 
-__all__ = [
-    "CORRELATED_METRICS", "STRUCTURE_JSON", "AnalysisResult", "analyze_runs", "read_miou_file", "run_toy",
-]
+__all__ = ["CORRELATED_METRICS", "AnalysisResult", "analyze_runs", "read_miou_file", "run_toy"]
 
 logger = logging.getLogger(__name__)
 
-STRUCTURE_JSON = "structure.json"
 CORRELATED_METRICS: tuple[str, ...] = (
     "uniformity_3d", "tolerance_3d", "delta_uniformity", "delta_tolerance", "abs_delta_uniformity",
     "abs_delta_tolerance", "modality_gap", "alignment",
@@ -148,11 +142,12 @@ def analyze_runs(
         t2 = time.perf_counter()
         x3, x2 = torch.from_numpy(student).to(device), torch.from_numpy(teacher).to(device)
         labels = torch.from_numpy(selection.label).to(device)
-        metrics = compare_to_teacher(x3, x2, labels, len(CLASS_NAMES), block_size=block_size).as_dict()
-        tol3, _ = per_class_tolerance(x3, labels, len(CLASS_NAMES))
-        tol2, _ = per_class_tolerance(x2, labels, len(CLASS_NAMES))
+        classes = len(EVALUATED_CLASS_NAMES)
+        metrics = compare_to_teacher(x3, x2, labels, classes, block_size=block_size).as_dict()
+        tol3, _ = per_class_tolerance(x3, labels, classes)
+        tol2, _ = per_class_tolerance(x2, labels, classes)
         per_class_t = {n: [None if np.isnan(a) else float(a), None if np.isnan(b) else float(b)]
-                       for n, a, b in zip(CLASS_NAMES, tol3.tolist(), tol2.tolist(), strict=True)}
+                       for n, a, b in zip(EVALUATED_CLASS_NAMES, tol3.tolist(), tol2.tolist(), strict=True)}
         size = list(run.recipe.data.crop_size) if teacher_input_size == "crop" else teacher_input_size
         report["models"][name] = {"checkpoint": str(path), "method": run.recipe.method, "step": run.step,
                                   "teacher": run.teacher, "teacher_input_size": size, **metrics,
@@ -164,7 +159,7 @@ def analyze_runs(
             path_npz = out / "features" / f"{name}.npz"
             path_npz.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path_npz, student=student, teacher=teacher, labels=selection.label,
-                                class_names=np.asarray(CLASS_NAMES), scan=selection.scan,
+                                class_names=np.asarray(EVALUATED_CLASS_NAMES), scan=selection.scan,
                                 point=selection.point)
             files.append(path_npz)
     first_teacher = features[names[0]][1]
@@ -182,7 +177,7 @@ def analyze_runs(
     files += _plots(out, names, features, selection, report, mious, plots)
     wall["plots_s"] = time.perf_counter() - t3
     report["wall_time_s"] = wall
-    (out / STRUCTURE_JSON).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_json(out / STRUCTURE_JSON, report)
     return AnalysisResult(out, report, (out / STRUCTURE_JSON, *files))
 
 
@@ -193,13 +188,13 @@ def _plots(out: Path, names: list[str], features: dict[str, tuple[np.ndarray, np
     labels, models = selection.label, report["models"]
     teacher_title = "teacher (2D)" if report["shared_teacher"] else f"teacher of {names[0]} (2D)"
     sets = {teacher_title: features[names[0]][1], **{f"{n} (3D)": features[n][0] for n in names}}
-    files.append(plots.plot_pca_scatter(sets, labels, out / "pca.png", CLASS_NAMES,
+    files.append(plots.plot_pca_scatter(sets, labels, out / "pca.png", EVALUATED_CLASS_NAMES,
                                         title="PCA of sampled features, coloured by class"))
     for name in names:
         student, teacher = features[name]
         gap = models[name]["modality_gap"]
         files.append(plots.plot_pca_scatter({"teacher (2D)": teacher, f"{name} (3D)": student}, labels,
-                                            out / f"pca_joint_{name}.png", CLASS_NAMES, joint=True,
+                                            out / f"pca_joint_{name}.png", EVALUATED_CLASS_NAMES, joint=True,
                                             title=f"{name}: joint PCA (modality gap {gap:.3f})"))
     bars = {n: {"U": models[n]["uniformity_3d"], "T": models[n]["tolerance_3d"],
                 "G": models[n]["modality_gap"]} for n in names}
@@ -221,7 +216,8 @@ def run_toy(num_clusters: int, out_dir: str | Path, iterations: int = 400, seed:
         The summary written to ``toy.json`` (source U/T, final U/T and loss per loss, files).
     """
     from cmcr_core.eval import plots
-    from cmcr_core.eval.toy import ToyConfig, run_toy_experiment, toy_setups
+    from cmcr_core.eval.toy import ToyConfig, toy_setups
+    from cmcr_core.runs.toy import run_toy_experiment
 
     if num_clusters not in (1, 3):
         raise ValueError(f"--clusters must be 1 or 3 (the paper's two setups), got {num_clusters}")
@@ -238,5 +234,5 @@ def run_toy(num_clusters: int, out_dir: str | Path, iterations: int = 400, seed:
                          "loss": float(c.loss[-1])} for name, c in result.curves.items()},
         "files": [str(f) for f in files],
     }
-    (out / f"toy_{num_clusters}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    write_json(out / f"toy_{num_clusters}.json", summary)
     return summary

@@ -9,41 +9,44 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-from torch.utils.data import DataLoader
-
 from cmcr_core import config
 from cmcr_core.config import FinetuneRecipe
 from cmcr_core.data.label_fractions import kitti_label_scans, nuscenes_label_scenes, skip_for_fraction
 from cmcr_core.data.segmentation_dataset import (
-    SegmentationBatch,
     SegmentationDataset,
     SegmentationSettings,
     Subset,
     collate_segmentation,
 )
 from cmcr_core.engine import distributed
-from cmcr_core.engine.loop import TrainResult, TrainSettings, train
+from cmcr_core.engine.loop import TrainResult, TrainSettings
+from cmcr_core.engine.runner import open_run
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
 from cmcr_core.eval import segmentation as seg
+from cmcr_core.eval.segmentation import evaluate
 from cmcr_core.methods.registry import build_segmentation_model
 from cmcr_core.methods.segmentation import HEAD_PREFIX, SegmentationMethod
 from cmcr_core.models.checkpoints import load_pretrained_student
 from cmcr_core.models.minkunet import MinkUNet34C
-from cmcr_core.sparse import SparseTensor
+from cmcr_core.runs.report import Line, Report, Table
+from cmcr_core.runs.run_folder import (
+    CHECKPOINT,
+    INIT_JSON,
+    METRICS_JSON,
+    check_run_folder,
+    read_json,
+    recipe_file,
+    seed_folder,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
-
-SUPPRESSED_LOGIT = -1e6  # class 0 is never predicted (PROTOCOLS.md §10)
-
 
 def segmentation_settings(recipe: FinetuneRecipe) -> SegmentationSettings:
     d = recipe.data
@@ -58,9 +61,9 @@ def open_split(recipe: FinetuneRecipe, split: str) -> tuple[Sequence[Any], tuple
     if not recipe.data.path:
         raise ValueError("no prepared data: set data.path in the recipe or pass --data PREPARED")
     if recipe.data.dataset == "semantickitti":
-        from cmcr_core.data.semantickitti import CLASS_NAMES, PreparedKitti
+        from cmcr_core.data.semantickitti import KITTI_CLASS_NAMES, PreparedKitti
 
-        return PreparedKitti(recipe.data.path, split), CLASS_NAMES
+        return PreparedKitti(recipe.data.path, split), KITTI_CLASS_NAMES
     from cmcr_core.data.labels import COARSE_CLASS_NAMES
     from cmcr_core.data.prepared import PreparedDataset
 
@@ -87,53 +90,6 @@ def label_subset(recipe: FinetuneRecipe, source: Any) -> tuple[Subset, dict[str,
     return Subset(source, indices), info
 
 
-@torch.no_grad()
-def evaluate(model: MinkUNet34C, source: Sequence[Any], settings: SegmentationSettings,
-             class_names: Sequence[str], split: str, dataset: str = "nuscenes", batch_size: int = 4,
-             device: str | torch.device = "cpu", export_dir: str | Path | None = None, num_workers: int = 0,
-             context: distributed.DistContext | None = None) -> seg.SegmentationMetrics:
-    """Score every point of every scan of `source`: voxel logits -> points through the inverse map.
-
-    Under torchrun each rank scores scans rank, rank + W, ... and the confusion matrices are summed.
-    `export_dir`: also write predictions (nuScenes lidarseg `.bin` files, or SemanticKITTI `.label`).
-    """
-    ctx = context or distributed.single_process_context(device)
-    model.eval().to(ctx.device)
-    mine = range(ctx.rank, len(source), ctx.world_size)
-    data = Subset(SegmentationDataset(source, settings, train=False), mine)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_segmentation)
-    acc = seg.ConfusionAccumulator(len(class_names))
-    for batch in loader:
-        batch = batch.to(ctx.device)
-        logits = model(SparseTensor(batch.feats, batch.coords)).features
-        logits[:, 0] = SUPPRESSED_LOGIT
-        points_pred = logits.argmax(1)[batch.point_to_voxel]
-        acc.update(batch.point_labels, points_pred, scans=batch.batch_size)
-        if export_dir is not None:
-            _export(Path(export_dir), dataset, split, batch, points_pred.cpu())
-    confusion, scans = torch.as_tensor(acc.matrix), acc.num_scans
-    if ctx.is_distributed:
-        packed = torch.cat([confusion.reshape(-1), torch.tensor([scans])]).to(ctx.device)
-        torch.distributed.all_reduce(packed)
-        confusion, scans = packed[:-1].cpu().reshape(confusion.shape), int(packed[-1])
-    return seg.compute_metrics(confusion.numpy(), class_names, scans, split, dataset)
-
-
-def _export(out: Path, dataset: str, split: str, batch: SegmentationBatch, pred: Tensor) -> None:
-    offsets = batch.point_offsets.tolist()
-    for b, token in enumerate(batch.lidar_tokens):
-        values = pred[offsets[b]:offsets[b + 1]]
-        if dataset == "semantickitti":
-            from cmcr_core.data.semantickitti import LEARNING_MAP_INV
-
-            seg.write_semantickitti_prediction(out, token, values, LEARNING_MAP_INV)
-        else:
-            seg.write_lidarseg_prediction(out, split, token, values)
-    if dataset != "semantickitti":
-        seg.write_lidarseg_submission_meta(out, split)
-
-
 @dataclass(frozen=True)
 class FinetuneRun:
     """One finished downstream run: its folder, evaluation, training result and initialisation."""
@@ -156,9 +112,9 @@ def learning_rates(recipe: FinetuneRecipe, pretrained: bool) -> tuple[float, flo
 
 def _initialise(recipe: FinetuneRecipe, model: MinkUNet34C, out_dir: Path, weights: str | Path | None,
                 resume: bool, allow_voxel_mismatch: bool) -> dict[str, Any]:
-    init_path = out_dir / "init.json"
+    init_path = out_dir / INIT_JSON
     if resume and init_path.is_file():
-        init = json.loads(init_path.read_text(encoding="utf-8"))
+        init = read_json(init_path)
         if weights is not None and str(weights) != init["weights"]:
             raise ValueError(
                 f"--resume with --weights {weights}, but {out_dir} was started from {init['weights']}"
@@ -176,14 +132,10 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
                    resume: bool = False, allow_voxel_mismatch: bool = False,
                    export_predictions: str | Path | None = None, stop_at: int | None = None) -> FinetuneRun:
     """Fine-tune or probe (`recipe.train.mode`) on the label subset, then evaluate the whole val split."""
-    from cmcr_core.pretrain import check_run_folder, resolve_device
-
     out_dir = Path(out_dir)
     check_run_folder(recipe, out_dir, resume)
-    ctx = distributed.init_distributed(resolve_device(recipe.train.device))
-    try:
+    with open_run(out_dir, recipe.train.device, recipe.train.seed) as run:
         seed, t0 = recipe.train.seed, time.perf_counter()
-        distributed.seed_process(seed, ctx.rank)
         train_source, class_names = open_split(recipe, recipe.data.train_split)
         val_source, _ = open_split(recipe, recipe.data.val_split)
         subset, subset_info = label_subset(recipe, train_source)
@@ -191,16 +143,12 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
         init = _initialise(recipe, model, out_dir, weights, resume, allow_voxel_mismatch)
         probe = recipe.train.mode == "probe"
         method = SegmentationMethod(model, recipe.loss.cross_entropy, recipe.loss.lovasz, probe=probe)
-        method.model = distributed.convert_sync_batchnorm(method.model, ctx)
+        method.model = distributed.convert_sync_batchnorm(method.model, run.context)
         lr, lr_head = learning_rates(recipe, init["weights"] is not None)
         dataset = SegmentationDataset(subset, segmentation_settings(recipe), seed=seed, train=True)
-        sampler = distributed.ShardedSampler(len(dataset), ctx.rank, ctx.world_size, seed=seed, shuffle=True)
-        batch_size = recipe.data.batch_size
-        steps_per_epoch = math.ceil(sampler.shard_size / batch_size)
-
-        batches = distributed.epoch_batches(dataset, sampler, batch_size, collate_segmentation,
-                                            recipe.data.num_workers, ctx.device, drop_last=False)
-
+        loader = run.loader(dataset, collate_segmentation, recipe.data.batch_size, recipe.data.num_workers,
+                            seed=seed, drop_last=False)
+        steps_per_epoch = loader.steps_per_epoch
         o, t = recipe.optim, recipe.train
         overrides = {HEAD_PREFIX: lr_head} if lr_head != lr and not probe else {}
         settings = TrainSettings(
@@ -211,34 +159,25 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
             steps_per_epoch=steps_per_epoch, checkpoint_every=t.checkpoint_every, log_every=t.log_every)
         init.update(lr=lr, lr_head=lr_head, mode=recipe.train.mode, total_steps=settings.total_steps,
                     steps_per_epoch=steps_per_epoch)
-        if ctx.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            config.save(recipe, out_dir / "recipe.yaml")
-            _write_json(out_dir / "init.json", init)
+        run.write({**recipe_file(recipe), INIT_JSON: json.dumps(init, indent=1) + "\n"})
         logger.info("%s: %d labelled scans (fraction %s, skip %d), %d steps, lr %s / head %s, init %s",
                     recipe.train.mode, subset_info["scans"], recipe.data.label_fraction, subset_info["skip"],
                     settings.total_steps, lr, lr_head, init["weights"] or "random")
-        result = train(method, batches, out_dir, settings, recipe=config.to_dict(recipe), resume=resume,
-                       stop_at=stop_at, context=ctx)
+        result = run.train(method, loader, settings, recipe=config.to_dict(recipe), resume=resume,
+                           stop_at=stop_at)
         t1 = time.perf_counter()
         metrics = evaluate(method.model, val_source, segmentation_settings(recipe), class_names,
                            recipe.data.val_split, recipe.data.dataset, recipe.data.eval_batch_size,
-                           export_dir=export_predictions, context=ctx)
+                           export_dir=export_predictions, context=run.context)
         wall = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
         extra = {"seed": seed, "protocol": {**subset_info, **{k: init[k] for k in (
                  "mode", "lr", "lr_head", "total_steps", "steps_per_epoch")}, "epochs": recipe.train.epochs},
                  "weights": init["weights"], "pretrained_method": (init["pretrained"] or {}).get("method"),
                  "steps_done": result.position.step, "wall_time_s": wall}
         metrics = replace(metrics, extra=extra)
-        if ctx.is_main:
-            _write_json(out_dir / "metrics.json", metrics.to_dict())
+        if run.context.is_main:
+            write_json(out_dir / METRICS_JSON, metrics.to_dict())
         return FinetuneRun(out_dir, metrics, result, init, subset_info, wall)
-    finally:
-        distributed.cleanup_distributed()
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
 
 def _check_mode(recipe: FinetuneRecipe, mode: str) -> None:
@@ -273,16 +212,72 @@ def run_seeds(recipe: FinetuneRecipe, out_dir: str | Path, seeds: int,
     for i in range(seeds):
         seed = recipe.train.seed + i
         one = replace(recipe, train=replace(recipe.train, seed=seed))
-        export = None if export_predictions is None else Path(export_predictions) / f"seed{seed}"
-        folder = out_dir / f"seed{seed}"
+        export = None if export_predictions is None else seed_folder(export_predictions, seed)
+        folder = seed_folder(out_dir, seed)
         options = dict(kwargs)
         # --resume over seeds: a seed that never started begins from scratch.
-        options["resume"] = bool(kwargs.get("resume")) and (folder / "checkpoint.pt").exists()
+        options["resume"] = bool(kwargs.get("resume")) and (folder / CHECKPOINT).exists()
         runs.append(runner(one, folder, export_predictions=export, **options))
     summary = seg.seed_summary([r.metrics.to_dict() for r in runs])
     summary.update(seeds=[r.metrics.extra["seed"] for r in runs], runs=[str(r.out_dir) for r in runs],
                    protocol=runs[0].metrics.extra["protocol"], weights=runs[0].init["weights"],
                    split=runs[0].metrics.split, num_scans=runs[0].metrics.num_scans,
                    wall_time_s=sum(sum(r.wall_s.values()) for r in runs))
-    _write_json(out_dir / "metrics.json", summary)
+    write_json(out_dir / METRICS_JSON, summary)
     return runs, summary
+
+
+@dataclass(frozen=True)
+class DownstreamResult:
+    """What `cmcr finetune` / `cmcr probe` ran: the seed runs, their summary (None for one seed), folders."""
+
+    runs: list[FinetuneRun]
+    summary: dict[str, Any] | None
+    out_dir: Path
+    export: Path | None
+
+    def report(self) -> Report:
+        """The per-class table and the mIoU, subset and initialisation lines the command prints."""
+        first, summary = self.runs[0].metrics, self.summary
+        title = (f"{first.dataset} {first.split}: {first.num_scans} scans, "
+                 f"{first.extra['protocol']['mode']}, {len(self.runs)} seed(s)")
+        per_class = summary["iou_per_class"] if summary else None
+        blocks: list[Table | Line] = [
+            Table(title, seg.CLASS_TABLE_COLUMNS, tuple(seg.class_table_rows(first, per_class)))]
+        if summary is not None:
+            m = summary["miou"]
+            per_seed = ", ".join(f"{100 * v:.2f}" for v in summary["per_seed_miou"])
+            blocks.append(Line(f"[bold]mIoU {100 * m['mean']:.2f} ± {100 * m['std']:.2f}[/] over seeds "
+                               f"{summary['seeds']} (per seed: {per_seed})"))
+        else:
+            blocks.append(Line(f"[bold]mIoU {100 * first.miou:.2f}[/] over {len(first.present)} present "
+                               "classes"))
+        if first.absent:
+            blocks.append(Line(f"absent classes (not in the mean): {', '.join(first.absent)}"))
+        protocol = first.extra["protocol"]
+        blocks.append(Line(
+            f"labelled scans {protocol['scans']} (fraction {protocol['label_fraction']}, "
+            f"skip {protocol['skip']}), "
+            f"{protocol['total_steps']} steps, lr {protocol['lr']} / head {protocol['lr_head']}, "
+            f"init {first.extra['weights'] or 'random'}; results in {self.out_dir}/metrics.json"
+            + (f"; predictions in {self.export}" if self.export else ""), highlight=False))
+        return Report(tuple(blocks))
+
+
+def run_mode(recipe: FinetuneRecipe, mode: str, out_dir: str | Path, seeds: int = 1,
+             export_predictions: str | Path | None = None, **kwargs: Any) -> DownstreamResult:
+    """`cmcr finetune` (mode "finetune") or `cmcr probe` ("probe"): one run, or `seeds` runs and their
+    mean ± std (`run_seeds`); the recipe's train.mode must be `mode`. kwargs as `run_downstream`."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    out_dir = Path(out_dir)
+    export = None if export_predictions is None else Path(export_predictions)
+    if seeds == 1:
+        runner = run_probe if mode == "probe" else run_finetune
+        return DownstreamResult([runner(recipe, out_dir, export_predictions=export, **kwargs)], None,
+                                out_dir, export)
+    if recipe.train.mode != mode:
+        raise ValueError(f"recipe {recipe.name!r} is a {recipe.train.mode} recipe (train.mode); "
+                         f"use a {mode} recipe (recipes/{mode}_*.yaml)")
+    runs, summary = run_seeds(recipe, out_dir, seeds, export_predictions=export, **kwargs)
+    return DownstreamResult(runs, summary, out_dir, export)

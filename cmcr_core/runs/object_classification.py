@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -39,18 +38,14 @@ from cmcr_core.eval.probes import fit_linear_classifier, fit_linear_svc
 from cmcr_core.methods.classification import ClassifierMethod, classifier_param_groups
 from cmcr_core.methods.registry import recon_encoder_sizes
 from cmcr_core.models.point_transformer import PointTransformerClassifier
-from cmcr_core.recon_training import (
-    METRICS_JSON,
-    engine_run,
-    fps_pool_size,
-    read_objects,
-    train_dataset,
-)
+from cmcr_core.runs.objects import fps_pool_size, read_objects, train_dataset, train_on_objects
+from cmcr_core.runs.report import Line, Report
+from cmcr_core.runs.run_folder import METRICS_JSON, seed_folder, write_json
 
 logger = logging.getLogger(__name__)
 
 
-def load_encoder_weights(encoder: torch.nn.Module, weights: str | Path) -> None:
+def load_recon_encoder(encoder: torch.nn.Module, weights: str | Path) -> None:
     """Load the ``student`` entry of a ReCon pretraining checkpoint into ``encoder`` (all keys must match)."""
     payload = load_checkpoint(weights)
     state = payload.get("student")
@@ -169,20 +164,19 @@ def run_object_finetune(
             head=recipe.model.head,
         )
         if weights is not None:
-            load_encoder_weights(model.encoder, weights)
+            load_recon_encoder(model.encoder, weights)
         method = ClassifierMethod(model, recipe.loss.label_smoothing)
         o = recipe.optim
         groups = classifier_param_groups(method, o.lr, o.weight_decay, o.cls_lr_scale)
         dataset = train_dataset(seeded, train_set, needs_targets=False)
-        engine_run(seeded, method, dataset, out_dir / f"seed{seed}", False, groups, {}, None, None)
+        train_on_objects(seeded, method, dataset, seed_folder(out_dir, seed), param_groups=groups)
         if recipe.eval.recalibrate_bn > 0:
             recalibrate_batch_norm(model, dataset, recipe.eval.recalibrate_bn, recipe.data.batch_size)
         metrics = evaluate_classifier(model.cpu(), seeded, test_set)
-        (out_dir / f"seed{seed}" / METRICS_JSON).write_text(json.dumps(metrics, indent=2))
+        write_json(seed_folder(out_dir, seed) / METRICS_JSON, metrics, indent=2, newline=False)
         runs[str(seed)] = metrics
     summary = _summary(recipe, weights, runs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METRICS_JSON).write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / METRICS_JSON, summary, indent=2, newline=False)
     return summary
 
 
@@ -226,7 +220,7 @@ def run_object_probe(
     )
     encoder = classifier.encoder
     if weights is not None:
-        load_encoder_weights(encoder, weights)
+        load_recon_encoder(encoder, weights)
     encoder.eval()
     bs = recipe.data.eval_batch_size
     train_y, test_y = torch.from_numpy(train_set.labels), torch.from_numpy(test_set.labels)
@@ -253,8 +247,7 @@ def run_object_probe(
         "voting_votes": votes["votes"],
         "per_class_accuracy": per_class_accuracy(logits.argmax(1), test_y, test_set.class_names),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METRICS_JSON).write_text(json.dumps(metrics, indent=2))
+    write_json(out_dir / METRICS_JSON, metrics, indent=2, newline=False)
     return metrics
 
 
@@ -268,7 +261,39 @@ def run_object_probe_seeds(
     runs = {}
     for seed in seeds:
         seeded = replace(recipe, train=replace(recipe.train, seed=int(seed)))
-        runs[str(seed)] = run_object_probe(seeded, out_dir / f"seed{seed}", weights)
+        runs[str(seed)] = run_object_probe(seeded, seed_folder(out_dir, seed), weights)
     summary = _summary(recipe, weights, runs)
-    (out_dir / METRICS_JSON).write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / METRICS_JSON, summary, indent=2, newline=False)
     return summary
+
+
+def run_classification(recipe: ObjectClassifyRecipe, mode: str, out_dir: str | Path,
+                       weights: str | Path | None = None, seeds: int = 1) -> dict[str, Any]:
+    """`cmcr finetune` (mode "finetune") or `cmcr probe` ("probe") of a `task: classification` recipe, over
+    seeds S..S+seeds−1 (S = train.seed): one folder per seed and the mean ± std in `out_dir`, except a
+    single-seed probe, whose metrics.json is `out_dir`'s own."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    first = recipe.train.seed
+    if mode == "finetune":
+        return run_object_finetune(recipe, out_dir, weights, range(first, first + seeds))
+    if seeds == 1:
+        return run_object_probe(recipe, out_dir, weights)
+    return run_object_probe_seeds(recipe, out_dir, weights, range(first, first + seeds))
+
+
+def classification_report(metrics: dict[str, Any], out_dir: str | Path) -> Report:
+    """The command's last line: overall accuracy and voting (mean over votes), ± std over seeds."""
+
+    def fmt(entry: object) -> str:
+        if isinstance(entry, dict):
+            return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
+        return f"{entry:.4f}"
+
+    voting = metrics["voting_mean"]
+    if not isinstance(voting, dict):
+        voting = {"mean": voting, "std": metrics["voting_std"]}
+    return Report((Line(
+        f"[green]done[/]: overall accuracy {fmt(metrics['overall_accuracy'])}, voting (mean over votes) "
+        f"{fmt(voting)}; {Path(out_dir) / METRICS_JSON}"
+    ),))

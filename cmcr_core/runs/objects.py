@@ -1,10 +1,10 @@
 """ReCon runs on object point clouds: pretraining through the shared engine, fine-tuning and linear probing.
 
 * ``run_recon_pretraining``: ``ReConMethod`` + ``recon_param_groups`` trained by ``cmcr_core.engine.train``
-  (same run folder as LiDAR pretraining: ``recipe.yaml``, ``metrics.jsonl``, ``checkpoint.pt`` whose
-  ``student`` entry is the encoder state dict).
+  through ``train_on_objects`` (the one runner; same run folder as LiDAR pretraining: ``recipe.yaml``,
+  ``metrics.jsonl``, ``checkpoint.pt`` whose ``student`` entry is the encoder state dict).
 
-Fine-tuning and linear probing of the encoder are in ``cmcr_core.object_classification``.
+Fine-tuning and linear probing of the encoder are in ``cmcr_core.runs.object_classification``.
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ from cmcr_core.data.objects import (
     read_shapenet55,
 )
 from cmcr_core.engine import distributed
-from cmcr_core.engine.loop import TrainSettings, train
+from cmcr_core.engine.loop import TrainSettings
 from cmcr_core.engine.method import Method
+from cmcr_core.engine.runner import open_run
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
 from cmcr_core.methods.recon import recon_param_groups
 from cmcr_core.methods.registry import build_recon_method
-from cmcr_core.pretrain import RECIPE_NAME, PretrainRun, check_run_folder, resolve_device
+from cmcr_core.runs.pretrain import PretrainRun
+from cmcr_core.runs.run_folder import check_run_folder, recipe_file
 
 logger = logging.getLogger(__name__)
-
-METRICS_JSON = "metrics.json"
 
 
 def read_objects(data: ObjectDataConfig, split: str) -> ObjectSet:
@@ -105,55 +105,35 @@ def train_dataset(
     )
 
 
-def engine_run(
+def train_on_objects(
     recipe: ReconRecipe | ObjectClassifyRecipe,
     method: Method,
     dataset: ObjectPointDataset,
     out_dir: Path,
-    resume: bool,
+    *,
     param_groups: list[dict[str, Any]],
-    generators: dict[str, torch.Generator],
-    stop_at: int | None,
-    step_callback: Callable[[int, Method], None] | None,
+    resume: bool = False,
+    generators: dict[str, torch.Generator] | None = None,
+    stop_at: int | None = None,
+    step_callback: Callable[[int, Method], None] | None = None,
 ) -> PretrainRun:
-    """Shared engine over an object dataset (mirrors ``cmcr_core.pretrain.run_pretraining``)."""
+    """Train ``method`` on an object dataset into ``out_dir`` with the one runner (``engine.runner``).
+
+    The caller seeded the process and built ``method`` and ``dataset`` before, so every rank holds the
+    same initial model.
+    """
     check_run_folder(recipe, out_dir, resume)
-    ctx = distributed.init_distributed(resolve_device(recipe.train.device))
-    try:
-        batch_size = recipe.data.batch_size
-        sampler = distributed.ShardedSampler(
-            len(dataset), ctx.rank, ctx.world_size, seed=recipe.train.seed, shuffle=True
-        )
-        steps_per_epoch = sampler.shard_size // batch_size
-        if steps_per_epoch < 1:
-            raise ValueError(
-                f"{len(dataset)} objects: fewer than one batch of {batch_size} per process "
-                "(lower data.batch_size)"
-            )
-
-        batches = distributed.epoch_batches(dataset, sampler, batch_size, collate_objects,
-                                            recipe.data.num_workers, ctx.device)
-
-        settings = object_train_settings(recipe, steps_per_epoch, ctx.device)
-        if ctx.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            config.save(recipe, out_dir / RECIPE_NAME)
-        result = train(
-            method,
-            batches,
-            out_dir,
-            settings,
-            recipe=config.to_dict(recipe),
-            generators=generators,
-            resume=resume,
-            stop_at=stop_at,
-            context=ctx,
-            step_callback=step_callback,
-            param_groups=param_groups,
-        )
-        return PretrainRun(out_dir, result, steps_per_epoch)
-    finally:
-        distributed.cleanup_distributed()
+    with open_run(out_dir, recipe.train.device, None) as run:
+        d = recipe.data
+        loader = run.loader(dataset, collate_objects, d.batch_size, d.num_workers, seed=recipe.train.seed,
+                            too_small=f"{len(dataset)} objects: fewer than one batch of {d.batch_size} per "
+                                      "process (lower data.batch_size)")
+        settings = object_train_settings(recipe, loader.steps_per_epoch, run.device)
+        run.write(recipe_file(recipe))
+        result = run.train(method, loader, settings, recipe=config.to_dict(recipe),
+                           generators=generators or {}, resume=resume, stop_at=stop_at,
+                           step_callback=step_callback, param_groups=param_groups)
+        return PretrainRun(out_dir, result, loader.steps_per_epoch)
 
 
 def run_recon_pretraining(
@@ -170,14 +150,5 @@ def run_recon_pretraining(
     mask_generator = torch.Generator().manual_seed(recipe.train.seed)
     method = build_recon_method(recipe, mask_generator)
     groups = recon_param_groups(method, recipe.optim.lr, recipe.optim.weight_decay, recipe.optim.cls_lr_scale)
-    return engine_run(
-        recipe,
-        method,
-        dataset,
-        Path(out_dir),
-        resume,
-        groups,
-        {"mask": mask_generator},
-        stop_at,
-        step_callback,
-    )
+    return train_on_objects(recipe, method, dataset, Path(out_dir), param_groups=groups, resume=resume,
+                            generators={"mask": mask_generator}, stop_at=stop_at, step_callback=step_callback)

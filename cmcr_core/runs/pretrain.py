@@ -1,12 +1,14 @@
-"""`cmcr pretrain`: prepared data + recipe -> a trained student in a run folder.
+"""`cmcr pretrain`: prepared data + recipe -> a trained student in a run folder; and a finished run rebuilt.
 
 The run folder holds `recipe.yaml` (the fully resolved recipe), `metrics.jsonl` and `checkpoint.pt`
 (docs/checkpoints.md). Under torchrun every rank runs this function; rank 0 alone writes files.
+`load_pretraining_run` rebuilds the method of a checkpoint for analysis and zero-shot evaluation.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +20,16 @@ from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.batch import collate
 from cmcr_core.data.pretrain_dataset import ExtrasHook, PairedSource, PipelineSettings, PretrainDataset
 from cmcr_core.engine import distributed
-from cmcr_core.engine.loop import TrainResult, TrainSettings, train
-from cmcr_core.engine.method import Method
+from cmcr_core.engine.checkpoint import load_checkpoint
+from cmcr_core.engine.loop import TrainResult, TrainSettings
+from cmcr_core.engine.method import Method, load_trainable_state_dict
+from cmcr_core.engine.runner import open_run
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
+from cmcr_core.eval.features import LoadedRun
 from cmcr_core.methods.registry import build_method
+from cmcr_core.runs.run_folder import check_run_folder, recipe_file
 
 logger = logging.getLogger(__name__)
-
-RECIPE_NAME = "recipe.yaml"
 
 
 def pipeline_settings(recipe: PretrainRecipe) -> PipelineSettings:
@@ -98,34 +102,6 @@ class PretrainRun:
     steps_per_epoch: int
 
 
-def check_run_folder(recipe: PretrainRecipe, out_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a finished or interrupted run, and to resume with a different recipe."""
-    checkpoint, saved = out_dir / "checkpoint.pt", out_dir / RECIPE_NAME
-    if not resume and checkpoint.exists():
-        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or choose another --out")
-    if resume:
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
-        if saved.exists():
-            before = config.to_dict(config.load(type(recipe), saved))
-            now = config.to_dict(recipe)
-            changed = sorted(
-                f"{section}.{key}"
-                for section, values in now.items()
-                if isinstance(values, dict)
-                for key in values
-                if before.get(section, {}).get(key) != values[key]
-            )
-            if changed:
-                raise ValueError(f"--resume with a recipe that differs from {saved} in: {', '.join(changed)}")
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def run_pretraining(
     recipe: PretrainRecipe,
     out_dir: str | Path,
@@ -138,47 +114,71 @@ def run_pretraining(
 
     `source` replaces the prepared split (tests); `step_callback(step, method)` runs after every step.
     """
-    out_dir = Path(out_dir)
+    out_dir, d = Path(out_dir), recipe.data
     check_run_folder(recipe, out_dir, resume)
-    ctx = distributed.init_distributed(resolve_device(recipe.train.device))
-    try:
-        distributed.seed_process(recipe.train.seed, ctx.rank)
+    with open_run(out_dir, recipe.train.device, recipe.train.seed) as run:
         source = open_source(recipe) if source is None else source
         dataset = PretrainDataset(
             source, pipeline_settings(recipe), seed=recipe.train.seed, extras_hook=extras_hook(recipe)
         )
-        batch_size = recipe.data.batch_size
-        sampler = distributed.ShardedSampler(
-            len(dataset), ctx.rank, ctx.world_size, seed=recipe.train.seed, shuffle=True
-        )
-        steps_per_epoch = sampler.shard_size // batch_size
-        if steps_per_epoch < 1:
-            raise ValueError(
-                f"split {recipe.data.split!r} has {len(dataset)} samples: fewer than one batch of "
-                f"{batch_size} per process (lower data.batch_size)"
-            )
-
-        batches = distributed.epoch_batches(dataset, sampler, batch_size, collate, recipe.data.num_workers,
-                                            ctx.device)
-
+        too_small = (f"split {d.split!r} has {len(dataset)} samples: fewer than one batch of {d.batch_size} "
+                     "per process (lower data.batch_size)")
+        loader = run.loader(dataset, collate, d.batch_size, d.num_workers, seed=recipe.train.seed,
+                            too_small=too_small)
         method = build_method(recipe)
-        method.student = distributed.convert_sync_batchnorm(method.student, ctx)
-        settings = train_settings(recipe, steps_per_epoch, ctx.device)
-        if ctx.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            config.save(recipe, out_dir / RECIPE_NAME)
-        result = train(
+        method.student = distributed.convert_sync_batchnorm(method.student, run.context)
+        settings = train_settings(recipe, loader.steps_per_epoch, run.device)
+        run.write(recipe_file(recipe))
+        result = run.train(
             method,
-            batches,
-            out_dir,
+            loader,
             settings,
             recipe=config.to_dict(recipe),
             generators=method.generators() if hasattr(method, "generators") else None,
             resume=resume,
             stop_at=stop_at,
-            context=ctx,
             step_callback=step_callback,
         )
-        return PretrainRun(out_dir, result, steps_per_epoch)
-    finally:
-        distributed.cleanup_distributed()
+        return PretrainRun(out_dir, result, loader.steps_per_epoch)
+
+
+def load_pretraining_run(
+    path: str | Path,
+    name: str | None = None,
+    teacher_weights: str | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedRun:
+    """Rebuild the pretraining method of a ``cmcr-train`` checkpoint and load its trained weights.
+
+    Args:
+        path: checkpoint file (``<run>/checkpoint.pt``).
+        name: display name (default: the run folder's name).
+        teacher_weights: replaces the recipe's ``teacher.weights`` (a teacher file moved since training).
+        device: where the method runs.
+
+    Returns:
+        LoadedRun with the method in eval mode on ``device``.
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    try:
+        recipe = config.build(PretrainRecipe, ckpt.get("recipe") or {}, source=str(path))
+    except config.RecipeError as error:
+        raise ValueError(f"{path}: its stored recipe does not fit this version of cmcr ({error})") from error
+    if teacher_weights is not None:
+        teacher = config.replace(recipe.teacher, weights=str(teacher_weights))
+        recipe = config.replace(recipe, teacher=teacher)
+    if not recipe.teacher.weights:
+        logger.warning("%s: the teacher had random weights; it is rebuilt under the run's seed %d exactly as "
+                       "`cmcr pretrain` built it", path, recipe.train.seed)
+    # Same global-RNG state as run_pretraining had when it built the method, so a randomly initialised
+    # teacher comes back identical; the caller's torch and Python RNG states are restored afterwards.
+    python_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        distributed.seed_process(recipe.train.seed, 0)
+        method = build_method(recipe)
+    random.setstate(python_state)
+    load_trainable_state_dict(method, ckpt["model"], source=str(path))
+    method.to(device).eval()
+    return LoadedRun(path, name or path.parent.name, method, recipe, int(ckpt.get("step", 0)),
+                     dict(ckpt.get("teacher") or {}))

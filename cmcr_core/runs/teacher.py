@@ -21,7 +21,6 @@ Teacher training runs in one process (CPU or one GPU); it is small.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from torch.utils.data import DataLoader
 
 from cmcr_core import config
 from cmcr_core.config import TeacherTrainRecipe
-from cmcr_core.data.labels import COARSE_CLASS_NAMES, NUM_COARSE_CLASSES
+from cmcr_core.data.labels import EVALUATED_CLASS_NAMES, NUM_COARSE_CLASSES
 from cmcr_core.data.truth_images import (
     TruthFrame,
     TruthImageDataset,
@@ -45,16 +44,16 @@ from cmcr_core.data.truth_images import (
     read_truth_world,
     split_holdout,
 )
-from cmcr_core.engine import distributed
-from cmcr_core.engine.loop import TrainResult, train
+from cmcr_core.engine.loop import TrainResult
+from cmcr_core.engine.runner import open_run, resolve_device
+from cmcr_core.eval.segmentation import confusion_counts, pixel_scores
 from cmcr_core.methods.semantic_teacher import SemanticTeacherTraining, upsample_to
 from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH, CompactSemanticNet
 from cmcr_core.models.teacher import TEACHER_FILE_FORMAT, load_teacher, save_teacher
-from cmcr_core.pretrain import RECIPE_NAME, check_run_folder, resolve_device, train_settings
+from cmcr_core.runs.pretrain import train_settings
+from cmcr_core.runs.run_folder import METRICS_JSON, TEACHER_FILE, check_run_folder, recipe_file, write_json
 
 __all__ = [
-    "CLASS_NAMES",
-    "TEACHER_NAME",
     "TeacherRun",
     "accumulate_confusion",
     "cell_pixels",
@@ -66,15 +65,10 @@ __all__ = [
     "normalised_prototypes",
     "read_teacher_file",
     "run_teacher_training",
-    "segmentation_scores",
 ]
 
 logger = logging.getLogger(__name__)
 
-TEACHER_NAME = "teacher.pt"
-METRICS_JSON = "metrics.json"
-CLASS_NAMES: tuple[str, ...] = COARSE_CLASS_NAMES[1:]
-"""The 16 predicted classes; index k is the coarse id k + 1."""
 _EVAL_BATCH = 4
 
 
@@ -93,28 +87,11 @@ def accumulate_confusion(confusion: Tensor, logits: Tensor, coarse_targets: Tens
 
     logits: (B, K, H, W); coarse_targets: (B, H, W) coarse ids (0 = ignore, skipped; k + 1 = class k).
     """
-    classes = logits.shape[1]
     valid = coarse_targets > 0
     truth = coarse_targets[valid] - 1
     predicted = logits.max(dim=1).indices[valid]  # max: several times faster than argmax here
-    confusion += torch.bincount(truth * classes + predicted, minlength=classes * classes).view(
-        classes, classes).to(confusion)
+    confusion += confusion_counts(truth, predicted, logits.shape[1]).to(confusion)
     return confusion
-
-
-def segmentation_scores(confusion: Tensor, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """Pixel accuracy, mIoU over the classes present in the truth, and per-class IoU (None if absent)."""
-    confusion = confusion.double()
-    hits, truth, predicted = confusion.diagonal(), confusion.sum(dim=1), confusion.sum(dim=0)
-    present = truth > 0
-    iou = hits / (truth + predicted - hits).clamp_min(1.0)
-    total = float(confusion.sum())
-    return {
-        "pixel_accuracy": float(hits.sum()) / total if total else float("nan"),
-        "miou": float(iou[present].mean()) if bool(present.any()) else float("nan"),
-        "pixels": int(total),
-        "iou": {name: (float(iou[k]) if bool(present[k]) else None) for k, name in enumerate(class_names)},
-    }
 
 
 def _batches_of(frames: Sequence[TruthFrame]) -> DataLoader:
@@ -172,9 +149,9 @@ def evaluate_frames(
         if prototypes is not None:
             cosines = upsample_to(_prototype_cosines(features, prototypes), size)
             accumulate_confusion(proto_confusion, cosines.cpu(), targets)
-    scores = segmentation_scores(confusion)
+    scores = pixel_scores(confusion, EVALUATED_CLASS_NAMES)
     if prototypes is not None:
-        proto = segmentation_scores(proto_confusion)
+        proto = pixel_scores(proto_confusion, EVALUATED_CLASS_NAMES)
         scores["prototype_pixel_accuracy"], scores["prototype_miou"] = proto["pixel_accuracy"], proto["miou"]
     return scores
 
@@ -250,7 +227,7 @@ def _finish(method: SemanticTeacherTraining, recipe: TeacherTrainRecipe, world: 
     last = result.records[-1] if result.records else {}
     meta = {
         "kind": "synthetic-semantic-teacher",
-        "class_names": list(CLASS_NAMES),
+        "class_names": list(EVALUATED_CLASS_NAMES),
         "prototypes": prototypes,
         "prototype_present": present.tolist(),
         "prototype_cells": counts.tolist(),
@@ -262,10 +239,10 @@ def _finish(method: SemanticTeacherTraining, recipe: TeacherTrainRecipe, world: 
     }
     encoder = method.encoder
     kwargs = {"widths": list(encoder.widths), "context_dilations": list(encoder.context_dilations)}
-    path = save_teacher(out_dir / TEACHER_NAME, encoder, SEMANTIC_TEACHER_ARCH, kwargs, meta)
+    path = save_teacher(out_dir / TEACHER_FILE, encoder, SEMANTIC_TEACHER_ARCH, kwargs, meta)
     summary = {"teacher": str(path), "steps": result.position.step, "train_seconds": last.get("time"),
                "prototypes_present": int(present.sum()), **metrics}
-    (out_dir / METRICS_JSON).write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(out_dir / METRICS_JSON, summary)
     return path, summary
 
 
@@ -281,36 +258,30 @@ def run_teacher_training(
     split = split_holdout(world, recipe.data.holdout_scenes)
     for root in recipe.data.eval_worlds:  # fail before training, not after it
         read_truth_world(root)
-    ctx = distributed.single_process_context(resolve_device(recipe.train.device))
-    distributed.seed_process(recipe.train.seed)
     d = recipe.data
-    dataset = TruthImageDataset(world.frames_of(split[0]), d.crop_size, d.flip, seed=recipe.train.seed)
-    sampler = distributed.ShardedSampler(len(dataset), seed=recipe.train.seed, shuffle=True)
-    steps_per_epoch = len(dataset) // d.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"the training scenes of {world.root} hold {len(dataset)} images: fewer than one "
-                         f"batch of data.batch_size={d.batch_size}")
-
-    batches = distributed.epoch_batches(dataset, sampler, d.batch_size, collate_truth, d.num_workers,
-                                        ctx.device)
-
-    weights = None
-    if recipe.loss.class_weighting == "inverse_sqrt":
-        weights = inverse_sqrt_class_weights(coarse_pixel_counts(dataset.frames))
-        named = zip(CLASS_NAMES, weights.tolist(), strict=True)
-        logger.info("class weights: %s", ", ".join(f"{name} {w:.2f}" for name, w in named))
-    encoder = CompactSemanticNet(widths=recipe.model.widths, context_dilations=recipe.model.context_dilations)
-    method = SemanticTeacherTraining(encoder, cross_entropy_weight=recipe.loss.cross_entropy,
-                                     label_smoothing=recipe.loss.label_smoothing, class_weights=weights)
-    settings = train_settings(recipe, steps_per_epoch, ctx.device)  # type: ignore[arg-type]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(recipe, out_dir / RECIPE_NAME)
-    result = train(method, batches, out_dir, settings, recipe=config.to_dict(recipe), resume=resume,
-                   stop_at=stop_at, context=ctx)
-    if result.position.step < settings.total_steps:
-        return TeacherRun(out_dir, result, None, None)
-    path, metrics = _finish(method, recipe, world, split, result, ctx.device, out_dir)
-    return TeacherRun(out_dir, result, path, metrics)
+    with open_run(out_dir, recipe.train.device, recipe.train.seed, distributed_run=False) as run:
+        dataset = TruthImageDataset(world.frames_of(split[0]), d.crop_size, d.flip, seed=recipe.train.seed)
+        too_small = (f"the training scenes of {world.root} hold {len(dataset)} images: fewer than one "
+                     f"batch of data.batch_size={d.batch_size}")
+        loader = run.loader(dataset, collate_truth, d.batch_size, d.num_workers, seed=recipe.train.seed,
+                            too_small=too_small)
+        weights = None
+        if recipe.loss.class_weighting == "inverse_sqrt":
+            weights = inverse_sqrt_class_weights(coarse_pixel_counts(dataset.frames))
+            named = zip(EVALUATED_CLASS_NAMES, weights.tolist(), strict=True)
+            logger.info("class weights: %s", ", ".join(f"{name} {w:.2f}" for name, w in named))
+        encoder = CompactSemanticNet(widths=recipe.model.widths,
+                                     context_dilations=recipe.model.context_dilations)
+        method = SemanticTeacherTraining(encoder, cross_entropy_weight=recipe.loss.cross_entropy,
+                                         label_smoothing=recipe.loss.label_smoothing, class_weights=weights)
+        settings = train_settings(recipe, loader.steps_per_epoch, run.device)  # type: ignore[arg-type]
+        run.write(recipe_file(recipe))
+        result = run.train(method, loader, settings, recipe=config.to_dict(recipe), resume=resume,
+                           stop_at=stop_at)
+        if result.position.step < settings.total_steps:
+            return TeacherRun(out_dir, result, None, None)
+        path, metrics = _finish(method, recipe, world, split, result, run.device, out_dir)
+        return TeacherRun(out_dir, result, path, metrics)
 
 
 def read_teacher_file(path: str | Path) -> dict[str, Any]:

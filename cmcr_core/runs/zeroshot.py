@@ -3,8 +3,8 @@
 Each point's feature is the pretrained student's L2-normalised output at its voxel (the run's
 voxelisation, no augmentation); its logits are the cosines with the class embeddings
 (``cmcr_core.eval.zeroshot``: templates normalised, averaged and renormalised per class); the prediction
-is the argmax. Scoring uses the fine-tuning evaluator itself (``cmcr_core.finetune.evaluate`` →
-``cmcr_core.eval.segmentation``): all points of every scan of the split, including points no camera sees,
+is the argmax. Scoring uses the fine-tuning evaluator itself (``cmcr_core.eval.segmentation.evaluate``):
+all points of every scan of the split, including points no camera sees,
 16 classes, ignore label 0, mIoU over the present classes.
 
 Class embeddings, one of:
@@ -24,7 +24,6 @@ With none given, the teacher file's prototypes are used when it has them.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -38,14 +37,23 @@ from torch import Tensor, nn
 from cmcr_core import config
 from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.labels import COARSE_CLASS_NAMES
+from cmcr_core.data.prepared import PreparedDataset
+from cmcr_core.data.segmentation_dataset import SegmentationSettings
+from cmcr_core.engine.checkpoint import load_checkpoint
 from cmcr_core.eval import zeroshot as zs
-from cmcr_core.eval.segmentation import SegmentationMetrics
+from cmcr_core.eval.features import extract_features, select_points
+from cmcr_core.eval.segmentation import CLASS_TABLE_COLUMNS, SegmentationMetrics, class_table_rows, evaluate
+from cmcr_core.methods.registry import build_student
+from cmcr_core.runs.pretrain import load_pretraining_run
+from cmcr_core.runs.report import Line, Report, Table
+from cmcr_core.runs.run_folder import CLASS_EMBEDDINGS, METRICS_JSON, write_json
 from cmcr_core.sparse import SparseTensor
 
 __all__ = [
     "CLASS_NAME_SETS",
     "TEMPLATE_SETS",
     "ClassEmbeddings",
+    "ClassSource",
     "CosineClassifierHead",
     "ZeroShotRun",
     "clip_class_embeddings",
@@ -150,9 +158,6 @@ def teacher_file_prototypes(path: str | Path) -> ClassEmbeddings:
 def data_prototypes(weights: str | Path, data: str | Path, split: str = "train", per_class: int = 5000,
                     seed: int = 0, device: str | torch.device = "cpu") -> ClassEmbeddings:
     """Normalised class means of the run's teacher features at up to ``per_class`` points per class."""
-    from cmcr_core.data.prepared import PreparedDataset
-    from cmcr_core.feature_sampling import extract_features, load_pretraining_run, select_points
-
     source = PreparedDataset(data, split)
     selection = select_points(source, per_class, seed, split)
     run = load_pretraining_run(weights, device=device)
@@ -196,19 +201,58 @@ class ZeroShotRun:
     metrics: SegmentationMetrics
     classes: ClassEmbeddings
 
+    def report(self) -> Report:
+        """The per-class table, the mIoU and what the classifier could not predict."""
+        m, source = self.metrics, self.classes.source
+        blocks: list[Table | Line] = [
+            Table(f"zero-shot, {m.split}: {m.num_scans} scans, classifier {source['kind']}",
+                  CLASS_TABLE_COLUMNS, tuple(class_table_rows(m))),
+            Line(f"[bold]mIoU {100 * m.miou:.2f}[/] over {len(m.present)} present classes")]
+        if m.absent:
+            blocks.append(Line(f"absent classes (not in the mean): {', '.join(m.absent)}"))
+        if source.get("never_predicted"):
+            blocks.append(Line(f"never predicted (no embedding): {', '.join(source['never_predicted'])}"))
+        blocks.append(Line(f"results in {self.out_dir}/metrics.json, classifier in "
+                           f"{self.out_dir}/class_embeddings.npy", highlight=False))
+        return Report(tuple(blocks))
 
-def _resolve_classes(weights: Path, ckpt: dict[str, Any], data: str | Path, options: dict[str, Any],
+
+@dataclass(frozen=True)
+class ClassSource:
+    """Where the class embeddings come from (the module docstring): at most one of ``text_embeddings``,
+    ``clip`` and ``prototypes`` ("teacher" | "data"); none = the teacher file's prototypes.
+
+    ``templates`` / ``class_names``: the prompt sets of ``clip``; ``teacher_file``: the file holding the
+    prototypes (default: the run's teacher); ``prototype_split``, ``per_class``, ``seed``: the points of
+    ``prototypes="data"``.
+    """
+
+    text_embeddings: str | Path | None = None
+    clip: str | Path | None = None
+    templates: str = "clip2scene"
+    class_names: str = "clip2scene"
+    prototypes: str | None = None
+    teacher_file: str | Path | None = None
+    prototype_split: str = "train"
+    per_class: int = 5000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        given = (self.text_embeddings is not None) + (self.clip is not None) + (self.prototypes is not None)
+        if given > 1:
+            raise ValueError("choose one of --text-embeddings, --clip and --prototypes")
+
+
+def _resolve_classes(weights: Path, ckpt: dict[str, Any], data: str | Path, source: ClassSource,
                      device: str | torch.device) -> ClassEmbeddings:
-    if options.get("text_embeddings"):
-        return load_text_embeddings(options["text_embeddings"])
-    if options.get("clip"):
-        return clip_class_embeddings(options["clip"], options.get("templates", "clip2scene"),
-                                     options.get("class_names", "clip2scene"), device)
-    mode = options.get("prototypes")
+    if source.text_embeddings:
+        return load_text_embeddings(source.text_embeddings)
+    if source.clip:
+        return clip_class_embeddings(source.clip, source.templates, source.class_names, device)
+    mode = source.prototypes
     if mode == "data":
-        return data_prototypes(weights, data, options.get("prototype_split", "train"),
-                               options.get("per_class", 5000), options.get("seed", 0), device)
-    teacher_file = options.get("teacher_file") or (ckpt.get("teacher") or {}).get("source")
+        return data_prototypes(weights, data, source.prototype_split, source.per_class, source.seed, device)
+    teacher_file = source.teacher_file or (ckpt.get("teacher") or {}).get("source")
     if mode not in (None, "teacher"):
         raise ValueError(f"--prototypes must be 'teacher' or 'data', got {mode!r}")
     if not teacher_file:
@@ -218,7 +262,8 @@ def _resolve_classes(weights: Path, ckpt: dict[str, Any], data: str | Path, opti
 
 
 def run_zeroshot(weights: str | Path, data: str | Path, out_dir: str | Path, split: str = "val",
-                 batch_size: int = 4, device: str | torch.device = "cpu", **options: Any) -> ZeroShotRun:
+                 batch_size: int = 4, device: str | torch.device = "cpu",
+                 classes: ClassSource | None = None) -> ZeroShotRun:
     """Zero-shot segmentation of ``split`` with a pretrained student; writes metrics.json and the classifier.
 
     Args:
@@ -228,24 +273,18 @@ def run_zeroshot(weights: str | Path, data: str | Path, out_dir: str | Path, spl
         split: evaluated split (whole).
         batch_size: scans per forward pass.
         device: where to run.
-        options: ``text_embeddings``, ``clip`` (+ ``templates``, ``class_names``), ``prototypes``
-            ("teacher" | "data"), ``teacher_file``, ``prototype_split``, ``per_class``, ``seed``.
+        classes: where the class embeddings come from (default ``ClassSource()``: the teacher file's
+            prototypes).
 
     Returns:
         ZeroShotRun.
     """
-    from cmcr_core.data.prepared import PreparedDataset
-    from cmcr_core.data.segmentation_dataset import SegmentationSettings
-    from cmcr_core.engine.checkpoint import load_checkpoint
-    from cmcr_core.finetune import evaluate
-    from cmcr_core.methods.registry import build_student
-
     t0, weights, out = time.perf_counter(), Path(weights), Path(out_dir)
     ckpt = load_checkpoint(weights)
     recipe = config.build(PretrainRecipe, ckpt.get("recipe") or {}, source=str(weights))
     if not isinstance(ckpt.get("student"), dict):
         raise ValueError(f"{weights}: no 'student' hand-off entry (written by a method without a student)")
-    classes = _resolve_classes(weights, ckpt, data, options, device)
+    classes = _resolve_classes(weights, ckpt, data, classes or ClassSource(), device)
     dim = classes.embeddings.shape[-1]
     if dim != recipe.student.out_channels:
         raise ValueError(f"class embeddings have D = {dim} but the student of {weights} outputs "
@@ -265,6 +304,6 @@ def run_zeroshot(weights: str | Path, data: str | Path, out_dir: str | Path, spl
              "step": ckpt.get("step"), "classifier": classes.source, "wall_time_s": wall}
     metrics = replace(metrics, extra=extra)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "class_embeddings.npy", head.classifier.cpu().numpy())
-    (out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=1) + "\n", encoding="utf-8")
+    np.save(out / CLASS_EMBEDDINGS, head.classifier.cpu().numpy())
+    write_json(out / METRICS_JSON, metrics.to_dict())
     return ZeroShotRun(out, metrics, classes)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cmcr_core.config import PretrainRecipe, load_recipe
-from cmcr_core.pretrain import run_pretraining
+from cmcr_core.runs.pretrain import run_pretraining
 
 torch.set_num_threads(1)
 

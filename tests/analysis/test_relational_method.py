@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from cmcr_core.data.batch import collate
 from cmcr_core.data.prepared import PreparedDataset
 from cmcr_core.data.pretrain_dataset import PretrainDataset
-from cmcr_core.feature_sampling import load_pretraining_run
 from cmcr_core.losses.contrastive_distill import contrastive_distill_loss
 from cmcr_core.losses.point_info_nce import sample_pairs
 from cmcr_core.losses.relational import relational_loss
@@ -21,7 +20,7 @@ from cmcr_core.losses.similarity import similarity_loss
 from cmcr_core.methods.registry import build_method
 from cmcr_core.methods.relational import FeatureSpaceDistillation
 from cmcr_core.ops.pixels import bilinear_pixel_features
-from cmcr_core.pretrain import pipeline_settings, run_pretraining
+from cmcr_core.runs.pretrain import load_pretraining_run, pipeline_settings, run_pretraining
 
 from .conftest import tiny_recipe
 

@@ -16,7 +16,8 @@ from cmcr_core.data.segmentation_dataset import (
     collate_segmentation,
 )
 from cmcr_core.data.transforms import PairedSample, crop_and_flip_cameras
-from cmcr_core.feature_sampling import extract_features, load_pretraining_run, select_points
+from cmcr_core.eval.features import extract_features, select_points
+from cmcr_core.runs.pretrain import load_pretraining_run
 from cmcr_core.sparse import SparseTensor
 
 

@@ -11,7 +11,7 @@ from cmcr_toys import Subsampled
 from cmcr_core.config import load_recipe
 from cmcr_core.data.prepared import PreparedDataset
 from cmcr_core.engine import load_checkpoint
-from cmcr_core.pretrain import run_pretraining
+from cmcr_core.runs.pretrain import run_pretraining
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "cmcr_synthetic.yaml"
 LOSSES = ("point_nce", "orthogonality", "commit_points", "commit_pixels", "cmcm", "mim", "occupancy",

@@ -12,7 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from cmcr_cli.app import app
-from cmcr_core import demo, demo_report
+from cmcr_core.demo import plan as demo
+from cmcr_core.demo import report as demo_report
 
 PRETRAINED_NAMES = [name for name, _, _ in demo.PRETRAINED]
 ALL_MODELS = ["random_init", *PRETRAINED_NAMES]

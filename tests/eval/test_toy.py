@@ -12,11 +12,11 @@ from cmcr_core.eval.structure import tolerance, uniformity
 from cmcr_core.eval.toy import (
     ToyConfig,
     cluster_means,
-    run_toy_experiment,
     sample_vmf_s2,
     toy_setups,
     vmf_s2_uniformity,
 )
+from cmcr_core.runs.toy import run_toy_experiment
 
 
 @pytest.fixture(autouse=True)

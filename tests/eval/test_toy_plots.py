@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from cmcr_core.eval.plots import plot_toy_curves, plot_toy_spheres
-from cmcr_core.eval.toy import ToyConfig, run_toy_experiment
+from cmcr_core.eval.toy import ToyConfig
+from cmcr_core.runs.toy import run_toy_experiment
 
 
 @pytest.fixture(autouse=True)

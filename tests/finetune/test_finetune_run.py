@@ -12,8 +12,8 @@ import torch
 
 from cmcr_core.data.prepared import PreparedDataset
 from cmcr_core.engine import load_checkpoint
-from cmcr_core.finetune import learning_rates, run_finetune, run_probe, run_seeds
 from cmcr_core.methods.registry import build_segmentation_model
+from cmcr_core.runs.finetune import learning_rates, run_finetune, run_probe, run_seeds
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from cmcr_core.data.label_fractions import (
     skip_for_fraction,
 )
 from cmcr_core.data.prepared import PreparedDataset
-from cmcr_core.finetune import label_subset
+from cmcr_core.runs.finetune import label_subset
 
 PUBLISHED_COUNTS = {0.01: 7, 0.05: 35, 0.1: 70, 0.25: 175, 1.0: 700}  # PROTOCOLS.md §8.1
 

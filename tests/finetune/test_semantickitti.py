@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cmcr_core.data.semantickitti import (
-    CLASS_NAMES,
+    KITTI_CLASS_NAMES,
     LEARNING_MAP,
     KittiDataError,
     PreparedKitti,
@@ -21,7 +21,7 @@ from cmcr_core.data.semantickitti import (
 )
 from cmcr_core.data.semantickitti.writer import FINE_TO_KITTI_RAW, write_semantickitti_world
 from cmcr_core.data.synthetic import LidarModel
-from cmcr_core.finetune import run_finetune
+from cmcr_core.runs.finetune import run_finetune
 
 from .conftest import TINY
 
@@ -72,8 +72,8 @@ def test_label_files_mask_instances_and_map_to_train_ids(tmp_path: Path) -> None
     semantic = read_labels(path, 9)
     np.testing.assert_array_equal(semantic, raw)
     np.testing.assert_array_equal(to_train_ids(semantic), [1, 1, 0, 9, 5, 19, 0, 0, 10])
-    assert CLASS_NAMES[19] == "traffic-sign" and len(CLASS_NAMES) == 20
-    assert all(CLASS_NAMES[LEARNING_MAP[r]] for r in LEARNING_MAP)
+    assert KITTI_CLASS_NAMES[19] == "traffic-sign" and len(KITTI_CLASS_NAMES) == 20
+    assert all(KITTI_CLASS_NAMES[LEARNING_MAP[r]] for r in LEARNING_MAP)
     with pytest.raises(KittiDataError, match="9 labels for 10 points"):
         read_labels(path, 10)
 
@@ -126,6 +126,6 @@ def test_finetune_chain_and_exported_predictions(tiny_recipe, kitti_prepared: Pa
     cm[0] = 0
     np.testing.assert_array_equal(run.metrics.confusion, cm)
     # Absent = neither in the ground truth nor predicted (the world has no poles or trunks).
-    empty = {CLASS_NAMES[c] for c in range(1, 20) if cm[c].sum() + cm[:, c].sum() == 0}
+    empty = {KITTI_CLASS_NAMES[c] for c in range(1, 20) if cm[c].sum() + cm[:, c].sum() == 0}
     assert run.metrics.dataset == "semantickitti" and set(run.metrics.absent) == empty
-    assert not {"pole", "trunk"} & {CLASS_NAMES[c] for c in range(1, 20) if cm[c].sum()}
+    assert not {"pole", "trunk"} & {KITTI_CLASS_NAMES[c] for c in range(1, 20) if cm[c].sum()}

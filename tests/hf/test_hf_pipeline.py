@@ -18,8 +18,7 @@ from cmcr_core.eval.zeroshot import (
     clip_text_embeddings,
     text_classifier,
 )
-from cmcr_core.feature_sampling import load_pretraining_run
-from cmcr_core.pretrain import run_pretraining
+from cmcr_core.runs.pretrain import load_pretraining_run, run_pretraining
 
 pytest.importorskip("transformers")
 

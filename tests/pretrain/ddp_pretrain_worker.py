@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from cmcr_core import config
-from cmcr_core.pretrain import run_pretraining
+from cmcr_core.runs.pretrain import run_pretraining
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from cmcr_core import config
 from cmcr_core.data.prepared import PreparedDataset
 from cmcr_core.engine.checkpoint import load_checkpoint
 from cmcr_core.engine.loop import NonFiniteLossError
-from cmcr_core.pretrain import run_pretraining
+from cmcr_core.runs.pretrain import run_pretraining
 
 from .conftest import RECIPES
 

@@ -18,13 +18,13 @@ from cmcr_core.eval.probes import linear_probe
 from cmcr_core.methods.classification import ClassifierMethod, classifier_param_groups
 from cmcr_core.methods.recon import RECON_PRESETS, ReConMethod
 from cmcr_core.models.point_transformer import PointTransformerClassifier
-from cmcr_core.object_classification import (
+from cmcr_core.runs.object_classification import (
     eval_points,
-    load_encoder_weights,
+    load_recon_encoder,
     run_object_finetune,
     run_object_probe,
 )
-from cmcr_core.recon_training import read_objects
+from cmcr_core.runs.objects import read_objects
 
 from .conftest import RECIPES
 
@@ -62,14 +62,14 @@ def test_checkpoint_hands_the_encoder_to_a_classifier(pretrain_run: Path) -> Non
     model = PointTransformerClassifier(
         8, **{k: v for k, v in RECON_PRESETS["ci"].items() if "decoder" not in k}
     )
-    load_encoder_weights(model.encoder, pretrain_run / "checkpoint.pt")
+    load_recon_encoder(model.encoder, pretrain_run / "checkpoint.pt")
     for key, value in model.encoder.state_dict().items():
         torch.testing.assert_close(value, student[key])
     wrong = PointTransformerClassifier(
         8, **{k: v for k, v in RECON_PRESETS["ci64"].items() if "decoder" not in k}
     )
     with pytest.raises(RuntimeError, match="size mismatch"):
-        load_encoder_weights(wrong.encoder, pretrain_run / "checkpoint.pt")
+        load_recon_encoder(wrong.encoder, pretrain_run / "checkpoint.pt")
 
 
 def test_logistic_probe_matches_the_linear_probe_helper(
@@ -173,7 +173,7 @@ def test_cli_dispatches_recon_recipes(runner) -> None:
 
 def test_batch_norm_recalibration_gives_the_dataset_statistics() -> None:
     from cmcr_core.data.objects import ObjectPointDataset, make_synthetic_objects
-    from cmcr_core.object_classification import recalibrate_batch_norm
+    from cmcr_core.runs.object_classification import recalibrate_batch_norm
 
     objects = make_synthetic_objects(2, 256, seed=3, image_size=8).objects
     dataset = ObjectPointDataset(objects, 128, "random", True, "rotate_y", seed=1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cmcr_core import config
-from cmcr_core.teacher_training import TeacherRun, run_teacher_training
+from cmcr_core.runs.teacher import TeacherRun, run_teacher_training
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "semantic_teacher_synthetic.yaml"
 

@@ -10,22 +10,26 @@ import pytest
 import torch
 from PIL import Image
 
-from cmcr_core.data.labels import COARSE_NAME_TO_INDEX, FINE_CLASS_NAMES, FINE_TO_COARSE_NAME
+from cmcr_core.data.labels import (
+    COARSE_NAME_TO_INDEX,
+    EVALUATED_CLASS_NAMES,
+    FINE_CLASS_NAMES,
+    FINE_TO_COARSE_NAME,
+)
 from cmcr_core.data.truth_images import coarse_pixel_counts, read_truth_world
 from cmcr_core.engine import load_checkpoint
+from cmcr_core.eval.segmentation import pixel_scores
 from cmcr_core.eval.zeroshot import class_prototypes
 from cmcr_core.models.frozen_teacher import FrozenTeacher, FrozenTeacherError
 from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH, CompactSemanticNet
 from cmcr_core.models.teacher import load_teacher
-from cmcr_core.teacher_training import (
-    CLASS_NAMES,
+from cmcr_core.runs.teacher import (
     cell_pixels,
     evaluate_teacher_file,
     inverse_sqrt_class_weights,
     normalised_prototypes,
     read_teacher_file,
     run_teacher_training,
-    segmentation_scores,
 )
 
 from .conftest import tiny_recipe
@@ -86,7 +90,7 @@ def _naive_prototypes(teacher: FrozenTeacher, frames) -> tuple[np.ndarray, np.nd
 def test_prototypes_are_the_normalised_class_means_of_the_features(trained, synthetic_world: Path):
     payload = read_teacher_file(trained.teacher)
     meta = payload["meta"]
-    assert meta["class_names"] == list(CLASS_NAMES) and len(CLASS_NAMES) == 16
+    assert meta["class_names"] == list(EVALUATED_CLASS_NAMES) and len(EVALUATED_CLASS_NAMES) == 16
     assert meta["world"]["train_scenes"] == ["scene-0061", "scene-0103", "scene-1094", "scene-0916"]
     assert meta["world"]["holdout_scenes"] == ["scene-0553"]
     teacher = load_teacher(trained.teacher)
@@ -134,7 +138,7 @@ def test_scores_match_a_naive_count():
     confusion = torch.zeros(5, 5, dtype=torch.int64)
     for t, p in zip(truth, predicted, strict=True):
         confusion[t, p] += 1
-    scores = segmentation_scores(confusion, ["a", "b", "c", "d", "e"])
+    scores = pixel_scores(confusion, ["a", "b", "c", "d", "e"])
     ious = [np.sum((truth == k) & (predicted == k)) / np.sum((truth == k) | (predicted == k))
             for k in range(4)]
     assert scores["pixel_accuracy"] == pytest.approx(np.mean(truth == predicted))

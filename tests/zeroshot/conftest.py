@@ -11,7 +11,7 @@ import torch
 from cmcr_core.config import load_recipe
 from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH, CompactSemanticNet
 from cmcr_core.models.teacher import save_teacher
-from cmcr_core.pretrain import run_pretraining
+from cmcr_core.runs.pretrain import run_pretraining
 
 torch.set_num_threads(1)
 

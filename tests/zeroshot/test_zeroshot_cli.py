@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from cmcr_cli.app import app
 from cmcr_core.data.prepared import PreparedDataset
-from cmcr_core.feature_sampling import extract_features, load_pretraining_run, select_points
+from cmcr_core.eval.features import extract_features, select_points
+from cmcr_core.runs.pretrain import load_pretraining_run
 from cmcr_core.sparse import SparseTensor
 from cmcr_core.sparse.voxelize import voxelize
 

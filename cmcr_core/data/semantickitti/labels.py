@@ -9,7 +9,7 @@ Pure Python on purpose (cheap to import).
 
 from __future__ import annotations
 
-CLASS_NAMES: tuple[str, ...] = (
+KITTI_CLASS_NAMES: tuple[str, ...] = (
     "ignore",
     "car",
     "bicycle",
@@ -33,7 +33,7 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 """Train ids: position = id; 0 = ignore, 1..19 the evaluated classes."""
 
-NUM_CLASSES: int = len(CLASS_NAMES) - 1
+NUM_CLASSES: int = len(KITTI_CLASS_NAMES) - 1
 
 RAW_NAMES: dict[int, str] = {
     0: "unlabeled", 1: "outlier", 10: "car", 11: "bicycle", 13: "bus", 15: "motorcycle",

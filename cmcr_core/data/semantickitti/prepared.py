@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from cmcr_core.data.semantickitti.labels import CLASS_NAMES, LEARNING_MAP, learning_lut
+from cmcr_core.data.semantickitti.labels import KITTI_CLASS_NAMES, LEARNING_MAP, learning_lut
 from cmcr_core.ops.atomic import fsync_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,8 @@ def prepare_semantickitti(root: str | Path, out: str | Path) -> KittiPrepareRepo
         splits = {split: [n for n in names if split_of(n) == split] for split in ("train", "val", "test")}
         write_json_atomic(index_path, {
             "format": FORMAT, "format_version": FORMAT_VERSION, "root": str(Path(root).resolve()),
-            "class_names": list(CLASS_NAMES), "learning_map": {str(k): v for k, v in LEARNING_MAP.items()},
+            "class_names": list(KITTI_CLASS_NAMES),
+            "learning_map": {str(k): v for k, v in LEARNING_MAP.items()},
             "splits": splits, "sequences": entries, "complete": len(entries) == len(sequences),
         })
     return KittiPrepareReport(tuple(written), tuple(kept), index_path)

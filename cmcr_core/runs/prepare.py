@@ -1,0 +1,151 @@
+"""`cmcr prepare ...`: synthetic worlds and objects, nuScenes and SemanticKITTI shards, ReCon teacher targets.
+
+The readers and writers are in ``cmcr_core.data``; here are the workflows the commands run: option checks,
+the stand-in teacher and its device, and what each step reports.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cmcr_core.data import prepare_nuscenes as prep
+from cmcr_core.data.objects import write_synthetic_object_datasets
+from cmcr_core.data.objects.prepare import prepare_teacher_targets
+from cmcr_core.data.semantickitti import prepare_semantickitti
+from cmcr_core.data.semantickitti.writer import write_semantickitti_world
+from cmcr_core.data.superpixels import SlicParams
+from cmcr_core.data.synthetic import WorldSummary, write_nuscenes_world
+from cmcr_core.engine.runner import resolve_device
+from cmcr_core.models.teacher import load_teacher
+from cmcr_core.models.tiny_image_teacher import TinyImageTeacher
+from cmcr_core.runs.report import Line, Report
+
+__all__ = [
+    "NUSCENES_VERSIONS",
+    "plan_nuscenes",
+    "prepare_kitti",
+    "prepare_object_targets",
+    "write_synthetic_kitti",
+    "write_synthetic_objects",
+    "write_synthetic_world",
+]
+
+NUSCENES_VERSIONS = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
+TARGETS_FILE = "teacher_targets.npz"
+
+
+@dataclass(frozen=True)
+class SyntheticWorldRun:
+    """A written synthetic world and how long it took."""
+
+    summary: WorldSummary
+    seconds: float
+
+    def report(self) -> Report:
+        s, points = self.summary, self.summary.points_per_sweep
+        return Report((Line(
+            f"wrote {len(s.scene_names)} scenes ({', '.join(s.scene_names)}), {s.samples} samples in "
+            f"{self.seconds:.1f} s\n"
+            f"  LiDAR points per sweep: mean {sum(points) / len(points):.0f}, "
+            f"min {min(points)}, max {max(points)}\n"
+            f"  images {s.image_size[0]}x{s.image_size[1]}, 6 cameras; "
+            f"{s.bytes_written / s.samples / 1e6:.2f} MB per sample\n"
+            f"  nuScenes dataroot: {s.root} (version {s.version})\n"
+            f"  camera truth maps: {s.truth_index.parent} (index {s.truth_index.name})"),))
+
+
+def write_synthetic_world(out: str | Path, scenes: int, samples_per_scene: int, seed: int,
+                          image_size: tuple[int, int], overwrite: bool = False, workers: int = 1,
+                          progress: Callable[[int, int], None] | None = None) -> SyntheticWorldRun:
+    """`cmcr prepare synthetic`: a procedural world in the nuScenes v1.0-mini layout, timed."""
+    start = time.perf_counter()
+    summary = write_nuscenes_world(out, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
+                                   image_size=image_size, overwrite=overwrite, workers=workers,
+                                   progress=progress)
+    return SyntheticWorldRun(summary, time.perf_counter() - start)
+
+
+def plan_nuscenes(dataroot: str | Path, version: str, out: str | Path, workers: int = 1, shard: str = "0/1",
+                  superpixels: str = "slic", superpixel_scale: float | None = None,
+                  samples_per_shard: int = prep.DEFAULT_SAMPLES_PER_SHARD, retry_failed: bool = False
+                  ) -> prep.PreparePlan:
+    """`cmcr prepare nuscenes`: check the options and plan this job's shards (``prep.run_prepare`` builds
+    them). Raises ValueError naming the option at fault."""
+    if version not in NUSCENES_VERSIONS:
+        raise ValueError(f"--version must be one of {', '.join(NUSCENES_VERSIONS)}, got {version!r}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    job = prep.parse_shard_spec(shard)
+    scale = prep.DEFAULT_SUPERPIXEL_SCALE if superpixel_scale is None else superpixel_scale
+    options = prep.PrepareOptions(superpixels=superpixels, slic=SlicParams(scale=scale),
+                                  samples_per_shard=samples_per_shard)
+    return prep.plan_prepare(dataroot, version, out, options, job=job, retry_failed=retry_failed)
+
+
+def write_synthetic_kitti(root: str | Path, sequences: Sequence[str], scans_per_sequence: int = 20,
+                          seed: int = 0, overwrite: bool = False) -> Report:
+    """`cmcr prepare semantickitti --synthetic`: the synthetic world in the SemanticKITTI layout in `root`."""
+    world = write_semantickitti_world(root, list(sequences), scans_per_sequence, seed, overwrite=overwrite)
+    points = world.points_per_scan
+    return Report((Line(f"wrote synthetic sequences {', '.join(world.sequences)} "
+                        f"({world.scans_per_sequence} scans each, {sum(points) / len(points):.0f} points per "
+                        f"scan) to {root}/sequences"),))
+
+
+def prepare_kitti(root: str | Path, out: str | Path) -> Report:
+    """`cmcr prepare semantickitti`: per-sequence HDF5 shards of the scans under `root`."""
+    report = prepare_semantickitti(root, out)
+    return Report((Line(f"sequences prepared: {', '.join(report.written) or 'none'}; kept from an earlier "
+                        f"run: {', '.join(report.kept) or 'none'}; index: {report.index_path}"),))
+
+
+def write_synthetic_objects(out: str | Path, train_per_class: int, test_per_class: int, points: int,
+                            seed: int, render_size: int) -> tuple[dict[str, Any], Report]:
+    """`cmcr prepare objects --synthetic`: objects in every layout under `out` (a folder, not a .npz)."""
+    if Path(out).suffix == ".npz":
+        raise ValueError(f"--synthetic writes a folder; --out {out} looks like a targets file")
+    try:
+        layout = write_synthetic_object_datasets(out, train_per_class, test_per_class, points, seed,
+                                                 image_size=render_size)
+    except OSError as exc:
+        raise ValueError(str(exc)) from exc
+    written = ", ".join(f"{k} {v}" for k, v in layout.items())
+    return layout, Report((Line(f"wrote synthetic objects: {written}"),))
+
+
+def prepare_object_targets(root: str | Path, out: str | Path, teacher: str | Path | None = None,
+                           text_embeddings: str | Path | None = None, img_dim: int = 32, text_dim: int = 24,
+                           views: int = 1, image_size: int = 224, seed: int = 0) -> Report:
+    """`cmcr prepare objects`: ReCon teacher targets for the ShapeNet-55 objects under `root`, written to
+    `out` (a .npz, or `out/teacher_targets.npz`); the image teacher is the `teacher` file or the
+    `TinyImageTeacher` stand-in, run on CUDA when available."""
+    out = Path(out)
+    target_file = out if out.suffix == ".npz" else out / TARGETS_FILE
+    if teacher is not None:
+        try:
+            image_teacher: torch.nn.Module = load_teacher(teacher)
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            raise ValueError(f"--teacher {teacher}: {exc}") from exc
+        source = str(teacher)
+    else:
+        image_teacher = TinyImageTeacher(out_dim=img_dim, seed=seed)
+        source = f"TinyImageTeacher(out_dim={img_dim}, seed={seed}) stand-in"
+    device = resolve_device("auto")
+    image_teacher = image_teacher.to(device)
+    targets = prepare_teacher_targets(root, target_file, image_teacher, text_embeddings, text_dim, views,
+                                      image_size, seed, device=device)
+    info = {
+        "image_teacher": source,
+        "text": str(text_embeddings) if text_embeddings else "class_text_vectors",
+        "objects": len(targets.ids),
+        "img": list(targets.img.shape),
+        "text_shape": list(targets.text.shape),
+    }
+    return Report((Line(f"wrote teacher targets {target_file}: {json.dumps(info)}"),))
