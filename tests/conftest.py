@@ -1,12 +1,24 @@
-"""Session-wide fixtures shared by every test folder."""
+"""Session-wide fixtures shared by every test folder: the synthetic world and its prepared copies here, the
+families of artefacts of `support/` (teacher, pretraining runs, checkpoints, objects, transformers models)
+registered below."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `support` is importable from every test
+
+from support.checkpoints import cartesian_checkpoint, cylindrical_checkpoint  # noqa: E402, F401
+from support.hf import clip_dir, dinov2_dir  # noqa: E402, F401
+from support.objects import objects_root, pretrain_run, runner, small_objects  # noqa: E402, F401
+from support.pretraining import runs  # noqa: E402, F401
+from support.teacher import trained  # noqa: E402, F401
 
 # The test machines have 2 cores; CMCR_TEST_THREADS=1 avoids oversubscription when other jobs share them.
 torch.set_num_threads(int(os.environ.get("CMCR_TEST_THREADS", "2")))
@@ -44,3 +56,26 @@ def prepared_world(synthetic_world: Path, tmp_path_factory: pytest.TempPathFacto
     report = prepare_nuscenes(synthetic_world, "v1.0-mini", out, PrepareOptions(superpixels="slic"))
     assert not report.failures, report.failures
     return out
+
+
+@pytest.fixture(scope="session")
+def nosp_prepared_world(synthetic_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`synthetic_world` prepared without superpixels (fine-tuning and CMCR do not read them), read-only."""
+    from cmcr_core.data.prepare_nuscenes import PrepareOptions, prepare_nuscenes
+
+    out = tmp_path_factory.mktemp("prepared_nosp")
+    report = prepare_nuscenes(synthetic_world, "v1.0-mini", out, PrepareOptions(superpixels="none"))
+    assert not report.failures
+    return out
+
+
+@pytest.fixture(scope="session")
+def world(synthetic_world: Path) -> Path:
+    """The shared synthetic world (read-only: copy it before changing any file)."""
+    return Path(synthetic_world)
+
+
+@pytest.fixture
+def world_copy(world: Path, tmp_path: Path) -> Path:
+    """A private copy of the world whose files a test may corrupt."""
+    return Path(shutil.copytree(world, tmp_path / "world"))

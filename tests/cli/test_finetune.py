@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cmcr_cli.app import app
@@ -14,6 +15,12 @@ FT = str(RECIPES / "finetune_synthetic.yaml")
 TINY_SETS = ["--set", "model.planes=[8, 8, 8, 8, 8, 8, 8, 8]", "--set", "model.init_dim=8",
              "--set", "data.fraction_skips=[3, 2, 1, 1, 1]", "--set", "train.device=cpu"]
 runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def prepared_world(nosp_prepared_world: Path) -> Path:
+    """The shared world prepared without superpixels (what the fine-tuning tests run on)."""
+    return nosp_prepared_world
 
 
 def invoke(*args: str):

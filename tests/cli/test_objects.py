@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import RECIPES
 
 from cmcr_cli.app import app
 from cmcr_core.data.objects import normalize_unit_sphere
@@ -22,8 +23,6 @@ from cmcr_core.eval.classification import extract_global_features
 from cmcr_core.methods.recon import RECON_PRESETS
 from cmcr_core.models.point_transformer import PointTransformerClassifier
 from cmcr_core.ops.geometry import farthest_point_sample_np
-
-from .conftest import RECIPES
 
 SIZES = {k: v for k, v in RECON_PRESETS["ci"].items() if "decoder" not in k}
 SMALL = ["model.preset=ci", "data.num_points=128", "eval.num_votes=3", "eval.num_subsets=2"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 from nuscenes.nuscenes import NuScenes
+from support import VERSION
 from typer.testing import CliRunner
 
 from cmcr_cli.app import app
 from cmcr_core.data.prepared import PreparedDataset, prepared_summary
-
-from .conftest import VERSION
 
 runner = CliRunner()
 

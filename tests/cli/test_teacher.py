@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from support.teacher import TEACHER_RECIPE as RECIPE
+from support.teacher import TINY_TEACHER as TINY
 from typer.testing import CliRunner
 
 from cmcr_cli.app import app
@@ -17,8 +19,6 @@ from cmcr_core.engine import load_checkpoint
 from cmcr_core.methods.registry import teacher_from_config
 from cmcr_core.models.resnet import build_resnet
 from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH
-
-from .conftest import RECIPE, TINY
 
 runner = CliRunner()
 ROOT = RECIPE.parents[1]

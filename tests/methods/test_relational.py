@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from support.pretraining import tiny_pretrain_recipe as tiny_recipe
 
 from cmcr_core.data.batch import collate
 from cmcr_core.data.prepared import PreparedDataset
@@ -21,8 +22,6 @@ from cmcr_core.methods.registry import build_method
 from cmcr_core.methods.relational import FeatureSpaceDistillation
 from cmcr_core.ops.pixels import bilinear_pixel_features
 from cmcr_core.runs.pretrain import load_pretraining_run, pipeline_settings, run_pretraining
-
-from .conftest import tiny_recipe
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.checkpoints import TINY_UNET as TINY
+from support.checkpoints import write_pretraining_checkpoint
 
 from cmcr_core.engine import load_checkpoint
 from cmcr_core.models.checkpoints import VoxelMismatchError, load_pretrained_student
 from cmcr_core.models.minkunet import MinkUNet34C
-
-from .conftest import TINY, write_pretraining_checkpoint
 
 
 def downstream_model(seed: int = 0) -> MinkUNet34C:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import RECIPES
 
 from cmcr_cli.app import app
 from cmcr_core import config
@@ -25,8 +26,6 @@ from cmcr_core.runs.object_classification import (
     run_object_probe,
 )
 from cmcr_core.runs.objects import read_objects
-
-from .conftest import RECIPES
 
 
 def _records(run: Path) -> list[dict]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.teacher import tiny_teacher_recipe as tiny_recipe
 
 from cmcr_core.data.labels import (
     COARSE_NAME_TO_INDEX,
@@ -31,8 +32,6 @@ from cmcr_core.runs.teacher import (
     read_teacher_file,
     run_teacher_training,
 )
-
-from .conftest import tiny_recipe
 
 
 def test_training_lowers_the_loss_and_beats_the_majority_class(trained, synthetic_world: Path):

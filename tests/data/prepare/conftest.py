@@ -1,36 +1,25 @@
-"""Fixtures for the prepare tests: a copy of the synthetic world and prepared folders made from it."""
+"""Fixtures for the prepare tests: prepared folders made from the synthetic world (`world`, `world_copy`:
+the root conftest)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support import VERSION
 
 from cmcr_core.data.prepare_nuscenes import PrepareOptions, prepare_nuscenes
 from cmcr_core.data.prepared import PreparedDataset
 from cmcr_core.data.superpixels import SlicParams
 
-VERSION = "v1.0-mini"
+__all__ = ["VERSION"]  # re-exported: the tests here import it from this conftest
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _few_threads() -> None:
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def world(synthetic_world: Path) -> Path:
-    """The shared synthetic world (read-only: copy it before changing any file)."""
-    return Path(synthetic_world)
-
-
-@pytest.fixture
-def world_copy(world: Path, tmp_path: Path) -> Path:
-    """A private copy of the world whose files a test may corrupt."""
-    return Path(shutil.copytree(world, tmp_path / "world"))
 
 
 NO_SUPERPIXELS = PrepareOptions(superpixels="none", samples_per_shard=2)

@@ -13,11 +13,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
-def cmcr_prepared(synthetic_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cmcr_prepared(nosp_prepared_world: Path) -> Path:
     """The shared synthetic world prepared without superpixels (CMCR does not use them, defect D16)."""
-    from cmcr_core.data.prepare_nuscenes import PrepareOptions, prepare_nuscenes
-
-    out = tmp_path_factory.mktemp("cmcr_prepared")
-    report = prepare_nuscenes(synthetic_world, "v1.0-mini", out, PrepareOptions(superpixels="none"))
-    assert not report.failures
-    return out
+    return nosp_prepared_world

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cmcr_toys import Subsampled
+from support import RECIPES
 
 from cmcr_core.config import load_recipe
 from cmcr_core.data.prepared import PreparedDataset
 from cmcr_core.engine import load_checkpoint
 from cmcr_core.runs.pretrain import run_pretraining
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "cmcr_synthetic.yaml"
+RECIPE = RECIPES / "cmcr_synthetic.yaml"
 LOSSES = ("point_nce", "orthogonality", "commit_points", "commit_pixels", "cmcm", "mim", "occupancy",
           "intensity")
 STEPS = 8

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import RECIPES
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+__all__ = ["RECIPES"]  # the tests here import it from this conftest
 
 # A very small student, small crops and few matches: a step takes well under a second on one core.
 TINY = [

@@ -1,5 +1,6 @@
 """Tiny randomly initialised CLIP (with a character-level tokenizer) and DINOv2 models saved to local
-directories: the transformers teachers are tested without downloading anything."""
+directories: the transformers teachers are tested without downloading anything. A test that requests them
+is skipped where transformers (the `hf` extra) is not installed."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers", reason="transformers is an optional extra (cmcr[hf])")
-
-torch.set_num_threads(1)
-
 PROJECTION_DIM = 24
 PATCH = 8
+
+
+def _transformers():
+    return pytest.importorskip("transformers", reason="transformers is an optional extra (cmcr[hf])")
 
 
 def _byte_characters() -> list[str]:
@@ -32,6 +33,7 @@ def _byte_characters() -> list[str]:
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer ViT CLIP (patch 8, 32-d, projection 24) and a character-level CLIP tokenizer."""
+    transformers = _transformers()
     chars = _byte_characters()
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
@@ -55,6 +57,7 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def dinov2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer DINOv2 (patch 8, 32-d)."""
+    transformers = _transformers()
     torch.manual_seed(1)
     config = transformers.Dinov2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                        num_attention_heads=2, image_size=32, patch_size=PATCH)

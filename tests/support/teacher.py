@@ -1,39 +1,36 @@
-"""Fixtures of the teacher tests: one tiny semantic teacher trained once on the shared synthetic world."""
+"""One tiny semantic teacher trained once on the shared synthetic world (`trained`), and its settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from cmcr_core import config
 from cmcr_core.runs.teacher import TeacherRun, run_teacher_training
+from support import RECIPES
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "semantic_teacher_synthetic.yaml"
+TEACHER_RECIPE = RECIPES / "semantic_teacher_synthetic.yaml"
 
 # A narrow network and small crops: a few seconds on a CPU, enough to learn road, buildings and sky.
-TINY = [
+TINY_TEACHER = [
     "data.crop_size=[96, 160]", "data.batch_size=4", "data.num_workers=0",
     "model.widths=[16, 24, 32, 32]", "train.max_steps=40", "train.checkpoint_every=0", "train.log_every=2",
     "optim.warmup_steps=4", "optim.lr=0.01", "loss.class_weighting=none",
 ]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _few_threads() -> None:
-    torch.set_num_threads(1)
-
-
-def tiny_recipe(world: Path, *sets: str) -> config.TeacherTrainRecipe:
+def tiny_teacher_recipe(world: Path, *sets: str) -> config.TeacherTrainRecipe:
     """The shipped recipe on ``world`` with the tiny settings above plus ``sets``."""
-    return config.load_recipe(RECIPE, [f"data.world={world}", *TINY, *sets], kind=config.TeacherTrainRecipe)
+    return config.load_recipe(TEACHER_RECIPE, [f"data.world={world}", *TINY_TEACHER, *sets],
+                              kind=config.TeacherTrainRecipe)
 
 
 @pytest.fixture(scope="session")
 def trained(synthetic_world: Path, tmp_path_factory: pytest.TempPathFactory) -> TeacherRun:
     """A teacher trained on the shared world (scene-0553 held out), also scored on the same world whole."""
     out = tmp_path_factory.mktemp("teacher_run")
-    run = run_teacher_training(tiny_recipe(synthetic_world, f"data.eval_worlds=[{synthetic_world}]"), out)
+    recipe = tiny_teacher_recipe(synthetic_world, f"data.eval_worlds=[{synthetic_world}]")
+    run = run_teacher_training(recipe, out)
     assert run.teacher is not None
     return run

@@ -1,18 +1,18 @@
-"""Shared fixtures: tiny synthetic objects in every layout and one short ReCon pretraining run."""
+"""Object point clouds: small synthetic objects in memory, tiny synthetic objects in every layout on disk
+(`cmcr prepare objects --synthetic`) and one short ReCon pretraining run (`cmcr pretrain`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from cmcr_cli.app import app
+from cmcr_core.data.objects import SyntheticObjects, make_synthetic_objects
+from support import RECIPES
 
-torch.set_num_threads(1)
-
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+CLASSES = ("box", "sphere", "cylinder", "torus")
 # tiny pretraining: preset ci (C = 32, G = 8, K = 16), 128 points, batch 8 -> 4 steps per epoch
 PRETRAIN_SETS = [
     "model.preset=ci",
@@ -75,3 +75,11 @@ def pretrain_run(objects_root: Path, tmp_path_factory: pytest.TempPathFactory, r
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def small_objects() -> tuple[SyntheticObjects, SyntheticObjects]:
+    """(train, test): 4 classes, 6 + 2 objects per class, 256 points, 16 x 16 renders."""
+    train = make_synthetic_objects(6, 256, seed=3, classes=CLASSES, image_size=16)
+    test = make_synthetic_objects(2, 256, seed=3, classes=CLASSES, image_size=16, first_index=24)
+    return train, test

@@ -1,21 +1,17 @@
 """Tiny pretraining runs of the relational, similarity, contrastive and PPKT methods on the shared synthetic
-world (session-scoped: each is trained once, for two steps), for the method, sampling and analysis tests."""
+world (session-scoped: each is trained once, for two steps), for the method, feature and analysis tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from cmcr_core.config import PretrainRecipe, load_recipe
 from cmcr_core.runs.pretrain import run_pretraining
+from support import RECIPES
 
-torch.set_num_threads(1)
-
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-
-TINY = [
+TINY_PRETRAIN = [
     "data.crop_size=[64,112]",
     "data.min_pairs=64",
     "data.num_workers=0",
@@ -30,9 +26,10 @@ TINY = [
 ]
 
 
-def tiny_recipe(name: str, prepared: Path, extra: list[str] | tuple[str, ...] = ()) -> PretrainRecipe:
+def tiny_pretrain_recipe(name: str, prepared: Path,
+                         extra: list[str] | tuple[str, ...] = ()) -> PretrainRecipe:
     """recipes/<name>.yaml with the tiny settings above and the prepared world."""
-    return load_recipe(RECIPES / f"{name}.yaml", [f"data.path={prepared}", *TINY, *extra])
+    return load_recipe(RECIPES / f"{name}.yaml", [f"data.path={prepared}", *TINY_PRETRAIN, *extra])
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +39,6 @@ def runs(prepared_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     root = tmp_path_factory.mktemp("analysis_runs")
     out = {}
     for method in ("relational", "similarity", "contrastive", "ppkt"):
-        run_pretraining(tiny_recipe(f"{method}_synthetic", prepared_world), root / method)
+        run_pretraining(tiny_pretrain_recipe(f"{method}_synthetic", prepared_world), root / method)
         out[method] = root / method / "checkpoint.pt"
     return out
