@@ -117,16 +117,6 @@ def decode_jpeg(data: bytes, scale: float = 1.0) -> tuple[np.ndarray, tuple[int,
         return np.asarray(decoded), (height, width)
 
 
-def jpeg_superpixels(data: bytes, params: SlicParams = SlicParams()) -> np.ndarray:
-    """SLIC superpixels straight from JPEG bytes (decodes at `params.scale` when < 1).
-
-    Returns:
-        (H, W) uint16 ids 0..n-1 at the original image size.
-    """
-    image, full_hw = decode_jpeg(data, params.scale)
-    return segment_scaled(image, full_hw, params)
-
-
 def segment_scaled(image: np.ndarray, full_hw: tuple[int, int], params: SlicParams) -> np.ndarray:
     """SLIC on an image already brought to `params.scale`, returned at the full size `full_hw`.
 

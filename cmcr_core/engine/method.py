@@ -9,7 +9,7 @@ Contract of a method (see docs/checkpoints.md for what it hands to downstream ta
   every returned term under its name.
 * ``handoff()`` returns what downstream tasks read from a checkpoint (e.g. ``{"student": state_dict,
   "teacher": info}``); the engine stores those entries at the top level of every checkpoint.
-* Sub-modules with ``is_frozen = True`` (``cmcr_core.models.teacher.FrozenTeacher``) are skipped by
+* Sub-modules with ``is_frozen = True`` (``cmcr_core.models.frozen_teacher.FrozenTeacher``) are skipped by
   ``train()`` (they stay in eval mode) and are left out of training checkpoints.
 """
 

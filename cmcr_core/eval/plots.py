@@ -205,7 +205,7 @@ def plot_toy_curves(result: ToyResult, path: str | Path, title: str | None = Non
     """U and T over training for every loss of a toy run, with the source's values as dashed lines.
 
     Args:
-        result: output of :func:`cmcr_core.eval.toy.run_toy_experiment`.
+        result: output of :func:`cmcr_core.runs.toy.run_toy_experiment`.
         path: output file.
         title: figure title (default: the number of clusters).
 

@@ -15,7 +15,7 @@ Wiring of one step (§7.13), every loss on when its weight is > 0::
 The codebook is snapshotted at the start of the step: every assignment, quantisation and the CMCM soft
 assignments use that snapshot, so the in-place EMA update cannot disturb autograd and the looked-up
 codewords are the pre-update ones (§7.7, [assumed]). The gradient flow is the table of §7.12 (tested in
-tests/cmcr/test_gradient_flow.py). Modules of losses that are off are not built, so every parameter of
+tests/methods/cmcr/test_gradient_flow.py). Modules of losses that are off are not built, so every parameter of
 the method receives a gradient and DDP needs no ``find_unused_parameters`` (defect D12).
 
 Cost (docs/cmcr.md "Cost"): the pixels' codes come from the decoder's low-resolution map
