@@ -20,6 +20,7 @@ from torch import nn
 
 from cmcr_core.engine.method import load_trainable_state_dict, trainable_state_dict
 from cmcr_core.ops.atomic import atomic_torch_save
+from cmcr_core.ops.files import load_torch_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -155,9 +156,7 @@ def save_training_checkpoint(
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a ``cmcr-train`` checkpoint (tensors on CPU), checking its format and version."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch_file(path, "checkpoint not found: {path}")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a cmcr training checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
     if payload.get("version") != CHECKPOINT_VERSION:

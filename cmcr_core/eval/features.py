@@ -37,12 +37,7 @@ from cmcr_core.engine.method import Method
 from cmcr_core.sparse import SparseTensor
 from cmcr_core.sparse.voxelize import voxelize
 
-__all__ = [
-    "LoadedRun",
-    "PointSelection",
-    "extract_features",
-    "select_points",
-]
+__all__ = ["LoadedRun", "PointSelection", "extract_features", "select_points"]
 
 logger = logging.getLogger(__name__)
 

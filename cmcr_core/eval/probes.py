@@ -10,6 +10,7 @@ Each returns (or uses) a predictor ``features -> logits``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,22 +96,11 @@ def fit_linear_svc(
     return lambda feats: (feats.double() @ stacked[:-1] + stacked[-1]).float()
 
 
-def linear_probe(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    num_classes: int,
-    epochs: int = 300,
-    lr: float = 0.1,
-    weight_decay: float = 1e-4,
-    standardize: bool = True,
-    seed: int = 0,
-) -> dict[str, float]:
-    """``fit_linear_classifier`` on (train_x, train_y), scored: ``{"train_acc", "test_acc"}`` in [0, 1]."""
-    predict = fit_linear_classifier(
-        train_x, train_y, num_classes, epochs, lr, weight_decay, seed, standardize
-    )
+def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,
+                 **fit: Any) -> dict[str, float]:
+    """``fit_linear_classifier(train_x, train_y, num_classes, **fit)`` scored: ``{"train_acc", "test_acc"}``
+    in [0, 1] (``fit``: ``epochs``, ``lr``, ``weight_decay``, ``seed``, ``standardize``)."""
+    predict = fit_linear_classifier(train_x, train_y, num_classes, **fit)
     with torch.no_grad():
         return {
             "train_acc": overall_accuracy(predict(train_x), train_y),

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from cmcr_core.models.convert import LoadReport, convert_state_dict, extract_state_dict
+from cmcr_core.ops.files import load_torch_file
 
 __all__ = ["PretrainedStudent", "VoxelMismatchError", "load_pretrained_student", "read_pretrained_student"]
 
@@ -82,9 +83,7 @@ class PretrainedStudent:
 def read_pretrained_student(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(student tensors, metadata) of a checkpoint file; metadata keys as in `PretrainedStudent`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch_file(path, "pretrained checkpoint not found: {path}")
     if not isinstance(payload, Mapping):
         raise ValueError(f"{path}: expected a checkpoint mapping, got {type(payload).__name__}")
     meta: dict[str, Any] = {"kind": "state_dict", "method": None, "step": None, "voxel_size": None,

@@ -50,6 +50,7 @@ from cmcr_core.eval.segmentation import confusion_counts, pixel_scores
 from cmcr_core.methods.semantic_teacher import SemanticTeacherTraining, upsample_to
 from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH, CompactSemanticNet
 from cmcr_core.models.teacher import TEACHER_FILE_FORMAT, load_teacher, save_teacher
+from cmcr_core.ops.files import load_torch_file
 from cmcr_core.runs.pretrain import train_settings
 from cmcr_core.runs.run_folder import METRICS_JSON, TEACHER_FILE, check_run_folder, recipe_file, write_json
 
@@ -287,9 +288,7 @@ def run_teacher_training(
 def read_teacher_file(path: str | Path) -> dict[str, Any]:
     """The raw content of a `cmcr-teacher` file (tensors on CPU; no code runs)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher file not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch_file(path, "teacher file not found: {path}")
     if not isinstance(payload, dict) or payload.get("format") != TEACHER_FILE_FORMAT:
         raise ValueError(f"{path} is not a {TEACHER_FILE_FORMAT} file (third-party weights carry no meta)")
     return payload

@@ -44,6 +44,7 @@ from cmcr_core.eval import zeroshot as zs
 from cmcr_core.eval.features import extract_features, select_points
 from cmcr_core.eval.segmentation import CLASS_TABLE_COLUMNS, SegmentationMetrics, class_table_rows, evaluate
 from cmcr_core.methods.registry import build_student
+from cmcr_core.ops.files import load_torch_file
 from cmcr_core.runs.pretrain import load_pretraining_run
 from cmcr_core.runs.report import Line, Report, Table
 from cmcr_core.runs.run_folder import CLASS_EMBEDDINGS, METRICS_JSON, write_json
@@ -143,9 +144,7 @@ def clip_class_embeddings(
 def teacher_file_prototypes(path: str | Path) -> ClassEmbeddings:
     """Class prototypes from a ``cmcr-teacher`` file's meta (``prototypes``, ``prototype_present``)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher file not found: {path} (pass --teacher-file)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch_file(path, "teacher file not found: {path} (pass --teacher-file)")
     meta = payload.get("meta", {}) if isinstance(payload, dict) else {}
     if "prototypes" not in meta:
         raise ValueError(f"{path} holds no class prototypes in its meta (only `cmcr teacher train` files "
