@@ -209,7 +209,8 @@ class FinetuneDataConfig:
     fraction_skips: tuple[int, int, int, int, int] = (100, 20, 10, 4, 1)
     voxel_size: float = 0.1
     cylindrical: bool = True
-    intensity_scale: float = 1.0  # feature = intensity * scale + offset (CMCR: 1/255; KITTI: 1, offset 1)
+    # feature = intensity * scale + offset; None = the pretraining checkpoint's scale (1 without one)
+    intensity_scale: float | None = None
     intensity_offset: float = 0.0
     cloud_transforms: tuple[str, ...] = ("rotation", "flip_axis")
     batch_size: int = 16

@@ -20,7 +20,6 @@ __all__ = [
 DEMO_JSON = "demo.json"
 DEMO_FORMAT = 1
 STAGES = 7
-CMCR_INTENSITY_SCALE = 1.0 / 255.0  # recipes/nuscenes.yaml: CMCR divides intensities by 255
 
 # (name, method, teacher) of every pretrained model; the random-init baseline is "random_init".
 PRETRAINED: tuple[tuple[str, str, str], ...] = (

@@ -30,7 +30,6 @@ from typing import Any
 
 from cmcr_core.demo import report as demo_report
 from cmcr_core.demo.plan import (
-    CMCR_INTENSITY_SCALE,
     MODELS,
     PRETRAINED,
     PROTOCOLS,
@@ -224,12 +223,6 @@ def _downstream_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: P
                     "data.num_workers=0", "train.log_every=1"]
             if protocol == "probe":
                 sets.append(f"optim.lr={plan.probe_lr!r}")
-            if name.startswith("cmcr") and protocol == "probe":
-                # A frozen network (batch norm in eval mode) must see the intensities it was pretrained on.
-                # Fine-tuning feeds every model the recipe's raw 0-255 values: batch norm re-normalises in
-                # training, and inputs / 255 shrink the first layer's activations to the size of its eps
-                # (measured: CMCR from the semantic teacher 3.6 vs 8.1 mIoU % at 15 epochs, seed 0).
-                sets.append(f"data.intensity_scale={CMCR_INTENSITY_SCALE!r}")
             recipe = config.load_recipe(recipes_dir / f"{protocol}_synthetic.yaml", sets,
                                         kind=config.FinetuneRecipe)
             _, summary = run_seeds(recipe, run_dir, plan.seeds, weights=checkpoint, resume=True)

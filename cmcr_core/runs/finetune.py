@@ -32,7 +32,7 @@ from cmcr_core.eval import segmentation as seg
 from cmcr_core.eval.segmentation import evaluate
 from cmcr_core.methods.registry import build_segmentation_model
 from cmcr_core.methods.segmentation import HEAD_PREFIX, SegmentationMethod
-from cmcr_core.models.checkpoints import load_pretrained_student
+from cmcr_core.models.checkpoints import load_pretrained_student, read_pretrained_student
 from cmcr_core.models.minkunet import MinkUNet34C
 from cmcr_core.runs.report import Line, Report, Table
 from cmcr_core.runs.run_folder import (
@@ -128,11 +128,33 @@ def _initialise(recipe: FinetuneRecipe, model: MinkUNet34C, out_dir: Path, weigh
     return {"weights": str(weights), "pretrained": loaded.to_dict()}
 
 
+def resolve_input_scale(recipe: FinetuneRecipe, weights: str | Path | None, out_dir: Path,
+                        resume: bool) -> FinetuneRecipe:
+    """The recipe with a concrete `data.intensity_scale`: as set, else the pretraining checkpoint's.
+
+    A network must see its inputs at the scale it was pretrained on (its first batch norm's running
+    statistics were gathered at that scale), so by default the scale comes from the checkpoint: 1/255
+    for the published CMCR recipe, 1 for PPKT/SLidR. Random initialisation, and checkpoints that do not
+    record it, use 1 (raw intensity). A resumed run without `weights` reads them from its `init.json`.
+    """
+    if recipe.data.intensity_scale is not None:
+        return recipe
+    init_path = out_dir / INIT_JSON
+    if weights is None and resume and init_path.is_file():
+        weights = read_json(init_path).get("weights")
+    scale = None
+    if weights is not None:
+        scale = read_pretrained_student(weights)[1].get("intensity_scale")
+        logger.info("input scaling from %s: intensity x %s", weights, 1.0 if scale is None else scale)
+    return replace(recipe, data=replace(recipe.data, intensity_scale=1.0 if scale is None else float(scale)))
+
+
 def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | Path | None = None,
                    resume: bool = False, allow_voxel_mismatch: bool = False,
                    export_predictions: str | Path | None = None, stop_at: int | None = None) -> FinetuneRun:
     """Fine-tune or probe (`recipe.train.mode`) on the label subset, then evaluate the whole val split."""
     out_dir = Path(out_dir)
+    recipe = resolve_input_scale(recipe, weights, out_dir, resume)
     check_run_folder(recipe, out_dir, resume)
     with open_run(out_dir, recipe.train.device, recipe.train.seed) as run:
         seed, t0 = recipe.train.seed, time.perf_counter()

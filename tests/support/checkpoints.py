@@ -34,7 +34,8 @@ class _StudentOnly(Method):
 
 
 def write_pretraining_checkpoint(out: Path, cylindrical: bool, voxel_size: float = 0.1,
-                                 planes: tuple[int, ...] = TINY_UNET["planes"]) -> Path:
+                                 planes: tuple[int, ...] = TINY_UNET["planes"],
+                                 intensity_scale: float = 1.0) -> Path:
     """A real `cmcr-train` checkpoint: 2 engine steps of a student with a 64-channel head."""
     student = MinkUNet34C(1, 64, planes=planes, layers=TINY_UNET["layers"], init_dim=TINY_UNET["init_dim"])
     student.init_weights(torch.Generator().manual_seed(11))
@@ -43,7 +44,8 @@ def write_pretraining_checkpoint(out: Path, cylindrical: bool, voxel_size: float
     coords = torch.cat([torch.zeros(len(coords), 1, dtype=torch.int64), coords], 1).int()
     feats = torch.rand(len(coords), 1, generator=generator)
     recipe = {"name": "toy", "method": "ppkt",
-              "data": {"voxel_size": voxel_size, "cylindrical": cylindrical, "intensity_scale": 1.0}}
+              "data": {"voxel_size": voxel_size, "cylindrical": cylindrical,
+                       "intensity_scale": intensity_scale}}
     settings = TrainSettings(total_steps=2, optimizer=OptimizerSettings(name="sgd", lr=0.1),
                              checkpoint_every=0)
     result = train(_StudentOnly(student), lambda epoch, start: [(feats, coords)] * (2 - start), out, settings,

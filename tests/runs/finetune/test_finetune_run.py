@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from support.checkpoints import write_pretraining_checkpoint
 
 from cmcr_core.data.prepared import PreparedDataset
 from cmcr_core.engine import load_checkpoint
@@ -114,3 +116,23 @@ def test_protocol_guards_and_scratch_learning_rates(tiny_recipe, tmp_path: Path)
         run_probe(tiny_recipe, tmp_path / "x")
     assert learning_rates(tiny_recipe, pretrained=False) == (0.05, 0.05)  # SLidR issue #11
     assert learning_rates(tiny_recipe, pretrained=True) == (0.02, 2.0)
+
+
+def test_input_scaling_follows_the_checkpoint(tiny_recipe, tmp_path: Path) -> None:
+    """Unset data.intensity_scale = the pretraining scale (1/255 here); a set value wins; no weights = 1."""
+    from cmcr_core.runs.finetune import resolve_input_scale
+
+    scale = 1.0 / 255.0
+    weights = write_pretraining_checkpoint(tmp_path / "pre", cylindrical=True, intensity_scale=scale)
+    probe = replace(tiny_recipe, train=replace(tiny_recipe.train, mode="probe", max_steps=1))
+    assert probe.data.intensity_scale is None
+    assert resolve_input_scale(probe, weights, tmp_path, False).data.intensity_scale == scale
+    assert resolve_input_scale(probe, None, tmp_path, False).data.intensity_scale == 1.0
+    explicit = replace(probe, data=replace(probe.data, intensity_scale=0.5))
+    assert resolve_input_scale(explicit, weights, tmp_path, False).data.intensity_scale == 0.5
+
+    run = run_probe(probe, tmp_path / "run", weights=weights)
+    saved = yaml.safe_load((run.out_dir / "recipe.yaml").read_text())
+    assert saved["data"]["intensity_scale"] == scale
+    # A resumed run without --weights finds the checkpoint through init.json (and its recipe matches).
+    assert resolve_input_scale(probe, None, run.out_dir, True).data.intensity_scale == scale
