@@ -47,6 +47,10 @@ class StudentConfig:
     bn_momentum: float = 0.05  # top-level batch norms (PyTorch convention)
     block_bn_momentum: float = 0.1  # batch norms inside BasicBlocks: PyTorch default in the reference
     normalize: bool = True  # L2-normalise the head output (pretraining)
+    # > 0: after the last step, re-estimate every batch norm's running statistics as the plain average over
+    # this many training batches with the final weights (cmcr_core.engine.batch_norm); 0 = the reference's
+    # exponential averages, which still hold (1 - bn_momentum)^steps of their initial values after a short run
+    recalibrate_bn_batches: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,6 +21,7 @@ from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.batch import collate
 from cmcr_core.data.pretrain_dataset import ExtrasHook, PairedSource, PipelineSettings, PretrainDataset
 from cmcr_core.engine import distributed
+from cmcr_core.engine.batch_norm import recalibrate_at_last_step
 from cmcr_core.engine.checkpoint import load_checkpoint
 from cmcr_core.engine.loop import TrainResult, TrainSettings
 from cmcr_core.engine.method import Method, load_trainable_state_dict
@@ -28,6 +30,7 @@ from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
 from cmcr_core.eval.features import LoadedRun
 from cmcr_core.methods.registry import build_method
 from cmcr_core.runs.run_folder import check_run_folder, recipe_file
+from cmcr_core.sparse import SparseTensor
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,11 @@ def train_settings(recipe: PretrainRecipe, steps_per_epoch: int, device: torch.d
     )
 
 
+def voxel_forward(device: torch.device) -> Callable[[torch.nn.Module, Any], Any]:
+    """``forward(network, batch)``: a MinkUNet on a batch's voxel features (batch-norm re-estimation)."""
+    return lambda network, batch: network(SparseTensor(batch.feats.to(device), batch.coords.to(device)))
+
+
 def open_source(recipe: PretrainRecipe) -> Sequence[PairedSource]:
     """The prepared split named by the recipe."""
     from cmcr_core.data.prepared import PreparedDataset
@@ -137,7 +145,9 @@ def run_pretraining(
             generators=method.generators() if hasattr(method, "generators") else None,
             resume=resume,
             stop_at=stop_at,
-            step_callback=step_callback,
+            step_callback=recalibrate_at_last_step(
+                settings.total_steps, recipe.student.recalibrate_bn_batches, loader.batches,
+                lambda trained: trained.student, voxel_forward(run.device), then=step_callback),
         )
         return PretrainRun(out_dir, result, loader.steps_per_epoch)
 

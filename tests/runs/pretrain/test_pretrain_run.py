@@ -50,6 +50,26 @@ def test_resume_reproduces_the_uninterrupted_losses(tiny_sets, tmp_path):
     assert straight.result.position.step == 6
 
 
+def test_recalibrated_batch_norm_statistics_reach_the_handoff(tiny_sets, tmp_path):
+    """student.recalibrate_bn_batches: the final checkpoint's running statistics are plain averages over
+    that many batches (counter = batches, no leftover of the initial variance 1), the weights are those of
+    the plain run, and only the last step recalibrates (an interrupted run hands off the usual ones)."""
+    sets = [*tiny_sets, "train.max_steps=3", "data.intensity_scale=0.00392156862745098"]
+    plain = run_pretraining(config.load_recipe(RECIPES / "ppkt_synthetic.yaml", sets), tmp_path / "plain")
+    recipe = config.load_recipe(RECIPES / "ppkt_synthetic.yaml", [*sets, "student.recalibrate_bn_batches=2"])
+    run_pretraining(recipe, tmp_path / "stopped", stop_at=2)
+    stopped = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["student"]
+    assert stopped["bn0.bn.num_batches_tracked"].item() == 2  # the usual exponential averages
+    run_pretraining(recipe, tmp_path / "stopped", resume=True)
+    a = load_checkpoint(plain.out_dir / "checkpoint.pt")["student"]
+    b = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["student"]
+    assert b["bn0.bn.num_batches_tracked"].item() == 2 and a["bn0.bn.num_batches_tracked"].item() == 3
+    # 3 steps at momentum 0.05 leave 0.95^3 = 0.86 of the initial variance in the plain run; the first
+    # layer's true variance at intensity / 255 is ~1e-3.
+    assert a["bn0.bn.running_var"].min() > 0.8 and b["bn0.bn.running_var"].max() < 0.05
+    assert all(torch.equal(a[k], b[k]) for k in a if "running" not in k and "num_batches" not in k)
+
+
 def test_resume_refuses_a_changed_recipe_and_a_rerun_refuses_to_overwrite(tiny_sets, tmp_path):
     recipe = config.load_recipe(RECIPES / "ppkt_synthetic.yaml", [*tiny_sets, "train.max_steps=2"])
     run_pretraining(recipe, tmp_path / "run")
