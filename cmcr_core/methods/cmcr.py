@@ -81,6 +81,11 @@ class CMCR(DistillationMethod):
             without replacement each step (own generator, checkpointed), all crops when fewer exist.
         occupancy_radius, occupancy_max_neighbours: neighbour search of the occupancy queries.
         shared_codebook_pairs: reuse the NCE pair sample for the codebook (reference: independent).
+        contrast_images: crops whose teacher features feed PointInfoNCE and the codebook pairs when MIM
+            masks the images: "masked" (reference: the masked network input) or "unmasked" (the MIM
+            target crops; the masked crops then only feed MIM, at the cost of a second teacher pass).
+        orthogonality_per_voxel: divide L_orth's cross-correlation by the voxel count V and drop the
+            1/(D_F D_G) (reference: ‖Fᵀ Ĝ‖_F / D², a sum over voxels that grows with the batch).
         seed: seed of the pair generators (``generators()``).
     """
 
@@ -108,6 +113,8 @@ class CMCR(DistillationMethod):
         occupancy_radius: float = 1.0,
         occupancy_max_neighbours: int = 32,
         shared_codebook_pairs: bool = False,
+        contrast_images: str = "masked",
+        orthogonality_per_voxel: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -123,6 +130,8 @@ class CMCR(DistillationMethod):
             raise ValueError("every CMCR loss weight is 0: set at least one loss weight > 0")
         if mim_images < 0:
             raise ValueError(f"loss.mim_images must be >= 0 (0 = every crop), got {mim_images}")
+        if contrast_images not in ("masked", "unmasked"):
+            raise ValueError(f"loss.contrast_images must be 'masked' or 'unmasked', got {contrast_images!r}")
         if num_matches < 1 or temperature <= 0:
             raise ValueError(f"need num_matches >= 1 and temperature > 0, got {num_matches}, {temperature}")
         needs = {"specific_decoder": (mim_weight > 0, specific_decoder),
@@ -157,6 +166,8 @@ class CMCR(DistillationMethod):
         self.occupancy_radius = occupancy_radius
         self.occupancy_max_neighbours = occupancy_max_neighbours
         self.shared_codebook_pairs = shared_codebook_pairs
+        self.contrast_images = contrast_images
+        self.orthogonality_per_voxel = orthogonality_per_voxel
         self.seed_generators(seed, "pair_generator", "codebook_pair_generator", "mim_image_generator")
 
     def generators(self) -> dict[str, torch.Generator]:
@@ -181,8 +192,12 @@ class CMCR(DistillationMethod):
         specific = None if self.final_class_level is None else self.final_class_level(trunk).features  # G³ᴰ
         images = batch.images.float().div_(255.0)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        encoded = self.teacher(images)
-        pixels = self.decoder(encoded, output_size=size)  # F²ᴰ
+        # With unmasked contrast targets the teacher sees the unmasked crops for PointInfoNCE and the
+        # codebook, and the masked crops only where MIM needs them.
+        separate = self.contrast_images == "unmasked" and batch.target_images is not None
+        contrast = batch.target_images.float().div_(255.0) if separate else images
+        encoded = self.teacher(contrast)
+        pixels = self.decoder(encoded, output_size=size)  # F²ᴰ of the contrast crops
         table = self.codebook.embedding.clone()  # the step's starting codebook (see the module docstring)
         num_pairs, device = batch.pairing_points.shape[0], shared.device
         if num_pairs == 0:
@@ -190,12 +205,18 @@ class CMCR(DistillationMethod):
         losses: dict[str, Tensor] = {}
         metrics: dict[str, Tensor] = {}
         mim_on, occupancy_on = w["mim"] > 0, w["occupancy"] > 0 or w["intensity"] > 0
-        # Every pixel of the MIM crops is assigned once per step; the pair sample reuses those codes.
-        mim_images, pixel_codes_map = None, None
+        # Every pixel of the MIM crops is assigned once per step; the pair sample reuses those codes when
+        # they are the same crops' features.
+        mim_images, mim_encoded, mim_pixels, pixel_codes_map = None, None, None, None
         if mim_on:
             mim_images = self._draw_mim_images(pixels.shape[0], device)  # None = every crop
-            low = encoded if mim_images is None else encoded[mim_images]
-            pixel_codes_map = self._pixel_codes(low, size, table)  # (I or k, H, W)
+            chosen = slice(None) if mim_images is None else mim_images
+            if separate:
+                mim_encoded = self.teacher(images[chosen])
+                mim_pixels = self.decoder(mim_encoded, output_size=size)
+            else:
+                mim_encoded, mim_pixels = encoded[chosen], pixels[chosen]
+            pixel_codes_map = self._pixel_codes(mim_encoded, size, table)  # (I or k, H, W)
 
         first = None
         if w["point_nce"] > 0 or self.shared_codebook_pairs:
@@ -205,7 +226,8 @@ class CMCR(DistillationMethod):
             candidates = gather_pixel_features(pixels, batch.pairing_images[first])
             losses["point_nce"] = w["point_nce"] * info_nce(anchors, candidates, self.temperature)
         if w["orthogonality"] > 0:
-            losses["orthogonality"] = w["orthogonality"] * orthogonality_loss(shared, specific)
+            losses["orthogonality"] = w["orthogonality"] * orthogonality_loss(
+                shared, specific, per_voxel=self.orthogonality_per_voxel)
 
         update = None
         if self.uses_codebook_pairs:
@@ -215,7 +237,8 @@ class CMCR(DistillationMethod):
             pixel_vectors = gather_pixel_features(pixels, batch.pairing_images[second])  # Vf
             point_codes = self.codebook.nearest(point_vectors, table)
             pixel_codes = self._pair_pixel_codes(pixel_vectors, batch.pairing_images[second], table,
-                                                 pixel_codes_map, mim_images, pixels.shape[0])
+                                                 None if separate else pixel_codes_map, mim_images,
+                                                 pixels.shape[0])
             if w["commitment"] > 0:
                 commit_p, commit_v = commitment_losses(point_vectors, pixel_vectors, table[point_codes],
                                                        table[pixel_codes], self.commitment_beta)
@@ -229,8 +252,11 @@ class CMCR(DistillationMethod):
             update = (point_vectors.detach(), pixel_vectors.detach(), point_codes, pixel_codes)
 
         if mim_on:
-            losses["mim"] = w["mim"] * self._mim_loss(batch, encoded, pixels, table, pixel_codes_map, size,
-                                                      mim_images)
+            target = batch.images if batch.target_images is None else batch.target_images
+            if mim_images is not None:
+                target = target[mim_images]
+            losses["mim"] = w["mim"] * self._mim_loss(mim_encoded, mim_pixels, target, table, pixel_codes_map,
+                                                      size)
         if occupancy_on:
             loss_occ, loss_int = self._occupancy_losses(batch, shared, specific, table)
             if w["occupancy"] > 0:
@@ -287,17 +313,17 @@ class CMCR(DistillationMethod):
         looked_up = codes_map[pair_slot.clamp_min(0), row, col]
         return torch.where(pair_slot >= 0, looked_up, self.codebook.nearest(vectors, table))
 
-    def _mim_loss(self, batch: Batch, encoded: Tensor, pixels: Tensor, table: Tensor, codes: Tensor,
-                  size: tuple[int, int], mim_images: Tensor | None) -> Tensor:
-        """mse(MIMDecoder(G²ᴰ + STE(q(F²ᴰ))), unmasked image) over every pixel and channel of every crop
-        (of the ``mim_images`` drawn crops).
+    def _mim_loss(self, encoded: Tensor, pixels: Tensor, target: Tensor, table: Tensor, codes: Tensor,
+                  size: tuple[int, int]) -> Tensor:
+        """mse(MIMDecoder(G²ᴰ + STE(q(F²ᴰ))), unmasked image) over every pixel and channel of the MIM crops.
+
+        Args:
+            encoded: (k, C, h, w) teacher map of the (masked) MIM crops; pixels: their (k, D, H, W) F²ᴰ.
+            target: (k, 3, H, W) uint8 unmasked crops; codes: (k, H, W) nearest codes of ``pixels``.
 
         The specific decoder runs on a channels-last encoder map, so G²ᴰ, the fused input and the MIM
         decoder's convolutions share one layout (no full-resolution layout copy).
         """
-        target = batch.images if batch.target_images is None else batch.target_images
-        if mim_images is not None:
-            encoded, pixels, target = encoded[mim_images], pixels[mim_images], target[mim_images]
         specific = self.specific_decoder(encoded.contiguous(memory_format=torch.channels_last),
                                          output_size=size)
         fused = self.codebook.quantize_map(pixels, table, base=specific, codes=codes)

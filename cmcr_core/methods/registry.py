@@ -167,6 +167,8 @@ def build_cmcr(recipe: PretrainRecipe) -> CMCR:
         occupancy_radius=loss.occupancy_radius,
         occupancy_max_neighbours=loss.occupancy_max_neighbours,
         shared_codebook_pairs=loss.shared_codebook_pairs,
+        contrast_images=loss.contrast_images,
+        orthogonality_per_voxel=loss.orthogonality_per_voxel,
         seed=recipe.train.seed,
     )
 

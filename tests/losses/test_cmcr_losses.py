@@ -37,6 +37,23 @@ def test_orthogonality_against_its_sum_form():
     assert float(doubled) == pytest.approx(2 * float(orthogonality_loss(shared, specific)), rel=1e-5)
 
 
+def test_orthogonality_per_voxel_is_the_mean_cross_correlation_and_does_not_grow_with_the_batch():
+    g = torch.Generator().manual_seed(1)
+    shared, specific = unit(torch.randn(40, 5, generator=g)), torch.randn(40, 5, generator=g) * 3
+    g_hat = [row / row.norm() for row in specific]
+    total = 0.0
+    for i in range(5):
+        for j in range(5):
+            total += (float(sum(shared[v, i] * g_hat[v][j] for v in range(40))) / 40) ** 2
+    per_voxel = float(orthogonality_loss(shared, specific, per_voxel=True))
+    assert per_voxel == pytest.approx(math.sqrt(total), rel=1e-5)
+    tripled = orthogonality_loss(torch.cat([shared] * 3), torch.cat([specific] * 3), per_voxel=True)
+    assert float(tripled) == pytest.approx(per_voxel, rel=1e-5)
+    # A shared feature equal to the normalised specific one: the correlation matrix is F^T F / V.
+    same = orthogonality_loss(shared, shared * 7, per_voxel=True)
+    assert float(same) == pytest.approx(float(torch.linalg.matrix_norm(shared.t() @ shared / 40)), rel=1e-5)
+
+
 def test_commitment_losses_and_their_cross_modal_terms():
     g = torch.Generator().manual_seed(1)
     p = torch.randn(10, 4, generator=g, requires_grad=True)
