@@ -130,11 +130,16 @@ QUICK_VARIANTS = ("ppkt", "cmcr_full")
 DEFAULT_VARIANTS = tuple(VARIANTS)
 
 
-def run_command(work: Path, log: Path, args: list[str], threads: int) -> float:
-    """One `cmcr` command (cwd WORK, `threads` torch threads); its output goes to LOG. Returns seconds."""
-    # The commands run the code of the checkout this script belongs to, whatever is installed.
+def command_env(threads: int) -> dict[str, str]:
+    """Environment of the `cmcr` commands: `threads` torch threads, and the code of the checkout this
+    script belongs to, whatever is installed."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=path)
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=path)
+
+
+def run_command(work: Path, log: Path, args: list[str], threads: int) -> float:
+    """One `cmcr` command (cwd WORK); its output goes to LOG. Returns seconds."""
+    env = command_env(threads)
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as out:
@@ -214,47 +219,60 @@ class Family:
         """Pretraining (unless random init), probing and fine-tuning of one variant and seed."""
         v, p = VARIANTS[variant], self.plan
         folder = Path("runs") / variant / f"seed{seed}"
-        self._claim_unit(folder, v)
-        weights: list[str] = []
+        run = folder / "pretrain"
+        commands: dict[str, list[str]] = {}
         if v.recipe:
-            run = folder / "pretrain"
-            if _last_step(self.dir / run) < p.steps or not (self.dir / run / "checkpoint.pt").exists():
-                teacher = "teacher/teacher.pt" if p.teacher_steps else ""
-                sets = [f"train.seed={seed}", f"train.max_steps={p.steps}", f"data.batch_size={p.batch}",
-                        "data.split=all", "data.num_workers=0", "data.cylindrical=true",
-                        f"teacher.weights={json.dumps(teacher)}", "train.log_every=1",
-                        f"train.checkpoint_every={max(1, p.steps // 4)}", *v.sets]
-                resume = ["--resume"] if (self.dir / run / "checkpoint.pt").exists() else []
-                recipe = str(RECIPES / f"{v.recipe}.yaml")
-                self.cmcr(f"{variant}_s{seed}_pretrain", "pretrain", "--recipe", recipe, "--data",
-                          "prep_pretrain", "--out", str(run), *resume, *_sets(sets))
-            weights = ["--weights", str(run / "checkpoint.pt")]
-        downstream = (("probe", p.probe_seeds, [f"train.epochs={p.probe_epochs}", f"optim.lr={p.probe_lr!r}",
+            teacher = "teacher/teacher.pt" if p.teacher_steps else ""
+            sets = [f"train.seed={seed}", f"train.max_steps={p.steps}", f"data.batch_size={p.batch}",
+                    "data.split=all", "data.num_workers=0", "data.cylindrical=true",
+                    f"teacher.weights={json.dumps(teacher)}", "train.log_every=1",
+                    f"train.checkpoint_every={max(1, p.steps // 4)}", *v.sets]
+            commands["pretrain"] = ["pretrain", "--recipe", str(RECIPES / f"{v.recipe}.yaml"), "--data",
+                                    "prep_pretrain", "--out", str(run), *_sets(sets)]
+        weights = ["--weights", str(run / "checkpoint.pt")] if v.recipe else []
+        downstream = {"probe": (p.probe_seeds, [f"train.epochs={p.probe_epochs}", f"optim.lr={p.probe_lr!r}",
                                                 "data.label_fraction=1.0"]),
-                      ("finetune", p.finetune_seeds, [f"train.epochs={p.finetune_epochs}",
-                                                      f"data.label_fraction={p.finetune_label_fraction!r}"]))
-        for mode, seeds, sets in downstream:
-            out = folder / mode
-            if (self.dir / out / "metrics.json").exists():
-                continue
+                      "finetune": (p.finetune_seeds, [f"train.epochs={p.finetune_epochs}",
+                                                      f"data.label_fraction={p.finetune_label_fraction!r}"])}
+        for mode, (seeds, sets) in downstream.items():
             # Random init draws its weights from the downstream seed: offset it by the unit's seed so
             # that the random-init "seeds" differ like the pretraining seeds do.
             sets = [*sets, "data.num_workers=0", "train.log_every=10", f"train.seed={seed * 100}"]
-            self.cmcr(f"{variant}_s{seed}_{mode}", mode, "--recipe", str(RECIPES / f"{mode}_synthetic.yaml"),
-                      "--data", "prep_eval", "--out", str(out), "--seeds", str(seeds), *weights, *_sets(sets))
+            recipe = str(RECIPES / f"{mode}_synthetic.yaml")
+            commands[mode] = [mode, "--recipe", recipe, "--data", "prep_eval", "--out", str(folder / mode),
+                              "--seeds", str(seeds), *weights, *_sets(sets)]
+        self._claim_unit(folder, {name: self._resolved(args) for name, args in commands.items()})
+        if "pretrain" in commands and (_last_step(self.dir / run) < p.steps
+                                       or not (self.dir / run / "checkpoint.pt").exists()):
+            resume = ["--resume"] if (self.dir / run / "checkpoint.pt").exists() else []
+            self.cmcr(f"{variant}_s{seed}_pretrain", *commands["pretrain"], *resume)
+        for mode in downstream:
+            if not (self.dir / folder / mode / "metrics.json").exists():
+                self.cmcr(f"{variant}_s{seed}_{mode}", *commands[mode])
 
-    def _claim_unit(self, folder: Path, variant: Variant) -> None:
-        """A unit folder holds one variant definition: a changed definition must get a new name."""
-        path = self.dir / folder / "variant.json"
-        wanted = {"recipe": variant.recipe, "sets": list(variant.sets)}
+    def _resolved(self, args: list[str]) -> str:
+        """The resolved recipe a command would run (its `--dry-run` output)."""
+        env = command_env(self.threads)
+        result = subprocess.run([sys.executable, "-m", "cmcr_cli", *args, "--dry-run"], cwd=self.dir, env=env,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"`cmcr {' '.join(args)} --dry-run` failed: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def _claim_unit(self, folder: Path, resolved: dict[str, str]) -> None:
+        """A unit folder holds the runs of one set of resolved recipes: when a variant's definition or a
+        recipe file it uses changes, its old results are never mixed with new ones."""
+        path = self.dir / folder / "resolved.json"
         if path.exists():
             stored = json.loads(path.read_text())
-            if stored != wanted:
-                raise RuntimeError(f"{path.parent} was measured with another definition of this variant "
-                                   f"({stored}); give the new definition another name")
+            if stored != resolved:
+                changed = sorted(k for k in resolved if stored.get(k) != resolved[k])
+                raise RuntimeError(f"{path.parent} was measured with other resolved recipes "
+                                   f"({', '.join(changed)} changed); give the variant another name or delete "
+                                   "that folder")
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(wanted, indent=1) + "\n")
+        path.write_text(json.dumps(resolved, indent=1) + "\n")
 
     def scores(self, variant: str, seeds: list[int]) -> dict[str, list[float]]:
         """mIoU (%) per pretraining seed (mean over its downstream seeds) of each protocol, where measured."""

@@ -60,3 +60,13 @@ def test_dry_run_resolves_label_fraction_and_data() -> None:
     assert result.exit_code == 0
     for line in ("label_fraction: 0.25", "path: /x", "mode: probe"):
         assert line in result.output
+
+
+def test_shipped_nuscenes_recipes_take_the_input_scale_from_the_checkpoint() -> None:
+    """nuScenes downstream recipes leave data.intensity_scale unset (null: the checkpoint's scale), so a
+    CMCR student pretrained on intensity / 255 is probed on intensity / 255 without a --set."""
+    for name in ("finetune_nuscenes", "probe_nuscenes", "finetune_synthetic", "probe_synthetic"):
+        result = invoke("finetune" if name.startswith("finetune") else "probe", "--recipe",
+                        str(RECIPES / f"{name}.yaml"), "--data", "/x", "--dry-run")
+        assert result.exit_code == 0, result.output
+        assert "intensity_scale: null" in result.output, name
