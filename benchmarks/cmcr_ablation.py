@@ -66,7 +66,7 @@ class Plan:
 
 
 FULL = Plan(quick=False, image_size="320x180", teacher_world=(10, 3), pretrain_world=(10, 4),
-            eval_world=(10, 4), teacher_steps=150, steps=100, batch=2, probe_seeds=2, probe_epochs=3,
+            eval_world=(10, 4), teacher_steps=150, steps=100, batch=2, probe_seeds=1, probe_epochs=3,
             probe_lr=0.5, finetune_seeds=2, finetune_epochs=30, finetune_label_fraction=0.01)
 # 5 scenes: both mini_val scenes and 3 mini_train ones; label fraction 0.1 (skip 3) keeps one.
 QUICK = Plan(quick=True, image_size="160x90", teacher_world=(5, 1), pretrain_world=(5, 1), eval_world=(5, 1),
@@ -102,6 +102,32 @@ def _with(*terms: str) -> tuple[str, ...]:
     return (*sets, *(MASKED if "mim" in terms else ()))
 
 
+# Departures from the reference that make each CMCR term do measurable work (docs/cmcr.md), as overrides.
+FIXES = {
+    "contrast_images": ("loss.contrast_images=unmasked",),  # the masked crops feed MIM only
+    "dead_code_reset": ("loss.dead_code_reset=true", "loss.dead_code_steps=5"),
+    "code_matching_temperature": ("loss.code_matching_temperature=0.1",),
+    "orthogonality_per_voxel": ("loss.orthogonality_per_voxel=true",),  # weight: FIXED_ORTHOGONALITY
+}
+# The per-voxel orthogonality is ~V/64² times smaller than the reference's sum (V ≈ 26k voxels per batch
+# here, ≈ 50k per GPU in the published setting): weight 1 is about the published strength.
+FIXED_ORTHOGONALITY = "loss.orthogonality=1.0"
+
+
+def _fixed(without_fix: str = "", without_term: str = "") -> tuple[str, ...]:
+    """Full CMCR on the common base with every fix, less one fix or one term."""
+    sets = [*BASE, *_with(*(t for t in TERMS if t != without_term))]
+    for fix, values in FIXES.items():
+        if fix != without_fix:
+            sets += values
+    if without_fix != "orthogonality_per_voxel" and without_term != "orthogonality":
+        sets.append(FIXED_ORTHOGONALITY)
+    return tuple(sets)
+
+
+FIXED = _fixed()
+
+
 VARIANTS: dict[str, Variant] = {
     "random_init": Variant("", (), "random initialisation", "reference"),
     "ppkt": Variant("ppkt_synthetic", (), "PPKT", "reference"),
@@ -125,6 +151,13 @@ VARIANTS: dict[str, Variant] = {
                          "common base + every term (full CMCR on PPKT's base)", "reference"),
     **{f"full-{t}": Variant("cmcr_published_synthetic", (*BASE, *_with(*(u for u in TERMS if u != t))),
                             f"full CMCR on PPKT's base without {t}", "remove") for t in TERMS},
+    "fixed": Variant("cmcr_published_synthetic", FIXED, "full CMCR on PPKT's base with every fix", "fix"),
+    "fixed_adamw": Variant("cmcr_published_synthetic", (*FIXED, *CMCR_OPTIM),
+                           "full CMCR with every fix, CMCR's optimiser", "fix"),
+    **{f"fixed-{f}": Variant("cmcr_published_synthetic", _fixed(without_fix=f), f"every fix but {f}", "fix")
+       for f in FIXES},
+    **{f"fixed-{t}": Variant("cmcr_published_synthetic", _fixed(without_term=t), f"every fix, without {t}",
+                             "fix") for t in TERMS},
 }
 QUICK_VARIANTS = ("ppkt", "cmcr_full")
 DEFAULT_VARIANTS = tuple(VARIANTS)
