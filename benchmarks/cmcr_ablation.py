@@ -152,6 +152,8 @@ VARIANTS: dict[str, Variant] = {
     **{f"full-{t}": Variant("cmcr_published_synthetic", (*BASE, *_with(*(u for u in TERMS if u != t))),
                             f"full CMCR on PPKT's base without {t}", "remove") for t in TERMS},
     "fixed": Variant("cmcr_published_synthetic", FIXED, "full CMCR on PPKT's base with every fix", "fix"),
+    "fixed_mim3d": Variant("cmcr_published_synthetic", (*FIXED, "loss.mim_point_codes=true"),
+                           "full CMCR with every fix, MIM fed the 3D points' codes", "fix"),
     "fixed_adamw": Variant("cmcr_published_synthetic", (*FIXED, *CMCR_OPTIM),
                            "full CMCR with every fix, CMCR's optimiser", "fix"),
     **{f"fixed-{f}": Variant("cmcr_published_synthetic", _fixed(without_fix=f), f"every fix but {f}", "fix")

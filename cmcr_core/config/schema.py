@@ -94,6 +94,7 @@ class LossConfig:
     # Deviations from the reference (docs/cmcr.md "What each part buys"); the defaults are the reference's.
     contrast_images: Literal["masked", "unmasked"] = "masked"  # crops feeding PointInfoNCE + codebook pairs
     orthogonality_per_voxel: bool = False  # L_orth = ‖FᵀĜ / V‖_F instead of ‖FᵀĜ‖_F / 64² (batch-free)
+    mim_point_codes: bool = False  # MIM's input adds the quantised F³ᴰ of each pixel's points (3D gradient)
     # Relational distillation (METHODS.md §8; methods relational/similarity/contrastive), on the same
     # num_matches sampled pairs, in the teacher's own space (no decoder); contrastive uses `temperature`.
     relational: float = 0.0  # L_rel = λ_cross·L_cross + λ_intra·L_intra

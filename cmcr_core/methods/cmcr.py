@@ -86,6 +86,9 @@ class CMCR(DistillationMethod):
             target crops; the masked crops then only feed MIM, at the cost of a second teacher pass).
         orthogonality_per_voxel: divide L_orth's cross-correlation by the voxel count V and drop the
             1/(D_F D_G) (reference: ‖Fᵀ Ĝ‖_F / D², a sum over voxels that grows with the batch).
+        mim_point_codes: add to the MIM decoder's input, at every pixel of a point-pixel pair, the
+            STE-quantised F³ᴰ of its point (the mean over the pixel's points), so that MIM's gradient
+            reaches the 3D network (reference: MIM sees only 2D features; off).
         seed: seed of the pair generators (``generators()``).
     """
 
@@ -115,6 +118,7 @@ class CMCR(DistillationMethod):
         shared_codebook_pairs: bool = False,
         contrast_images: str = "masked",
         orthogonality_per_voxel: bool = False,
+        mim_point_codes: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -168,6 +172,7 @@ class CMCR(DistillationMethod):
         self.shared_codebook_pairs = shared_codebook_pairs
         self.contrast_images = contrast_images
         self.orthogonality_per_voxel = orthogonality_per_voxel
+        self.mim_point_codes = mim_point_codes
         self.seed_generators(seed, "pair_generator", "codebook_pair_generator", "mim_image_generator")
 
     def generators(self) -> dict[str, torch.Generator]:
@@ -255,8 +260,10 @@ class CMCR(DistillationMethod):
             target = batch.images if batch.target_images is None else batch.target_images
             if mim_images is not None:
                 target = target[mim_images]
+            points = self._mim_point_codes(batch, shared, table, mim_images, pixels.shape[0], size) \
+                if self.mim_point_codes else None
             losses["mim"] = w["mim"] * self._mim_loss(mim_encoded, mim_pixels, target, table, pixel_codes_map,
-                                                      size)
+                                                      size, points)
         if occupancy_on:
             loss_occ, loss_int = self._occupancy_losses(batch, shared, specific, table)
             if w["occupancy"] > 0:
@@ -314,12 +321,14 @@ class CMCR(DistillationMethod):
         return torch.where(pair_slot >= 0, looked_up, self.codebook.nearest(vectors, table))
 
     def _mim_loss(self, encoded: Tensor, pixels: Tensor, target: Tensor, table: Tensor, codes: Tensor,
-                  size: tuple[int, int]) -> Tensor:
-        """mse(MIMDecoder(G²ᴰ + STE(q(F²ᴰ))), unmasked image) over every pixel and channel of the MIM crops.
+                  size: tuple[int, int], point_codes: Tensor | None = None) -> Tensor:
+        """mse(MIMDecoder(G²ᴰ + STE(q(F²ᴰ)) [+ point codes]), unmasked image) over every pixel and channel
+        of the MIM crops.
 
         Args:
             encoded: (k, C, h, w) teacher map of the (masked) MIM crops; pixels: their (k, D, H, W) F²ᴰ.
             target: (k, 3, H, W) uint8 unmasked crops; codes: (k, H, W) nearest codes of ``pixels``.
+            point_codes: optional (k, H, W, D) map added to the decoder's input (``_mim_point_codes``).
 
         The specific decoder runs on a channels-last encoder map, so G²ᴰ, the fused input and the MIM
         decoder's convolutions share one layout (no full-resolution layout copy).
@@ -327,9 +336,30 @@ class CMCR(DistillationMethod):
         specific = self.specific_decoder(encoded.contiguous(memory_format=torch.channels_last),
                                          output_size=size)
         fused = self.codebook.quantize_map(pixels, table, base=specific, codes=codes)
+        if point_codes is not None:
+            fused = fused + point_codes.permute(0, 3, 1, 2)  # channels-last, like ``fused``
         reconstruction = self.mim_decoder(fused)
         with torch.autocast(device_type=reconstruction.device.type, enabled=False):
             return F.mse_loss(reconstruction.float(), target.float().div_(255.0))
+
+    def _mim_point_codes(self, batch: Batch, shared: Tensor, table: Tensor, mim_images: Tensor | None,
+                         num_images: int, size: tuple[int, int]) -> Tensor:
+        """(k, H, W, D): at each pixel of the MIM crops, the mean of STE(q(F³ᴰ)) over the points paired
+        with it (0 where none is); the gradient reaches F³ᴰ through the straight-through estimator."""
+        height, width = size
+        image, row, col = batch.pairing_images.unbind(1)
+        slot = torch.arange(num_images, device=image.device)
+        if mim_images is not None:
+            slot = torch.full((num_images,), -1, dtype=torch.int64, device=image.device)
+            slot[mim_images] = torch.arange(len(mim_images), device=image.device)
+        crops = num_images if mim_images is None else len(mim_images)
+        pair_slot = slot[image]
+        keep = pair_slot >= 0
+        where = (pair_slot[keep] * height + row[keep]) * width + col[keep]
+        codes = self.codebook.quantize(shared[batch.pairing_points[keep]], table)  # (n, D), STE
+        summed = codes.new_zeros(crops * height * width, codes.shape[1]).index_add_(0, where, codes)
+        counts = torch.bincount(where, minlength=crops * height * width).clamp_min_(1).to(codes.dtype)
+        return (summed / counts.unsqueeze(1)).view(crops, height, width, codes.shape[1])
 
     def _occupancy_losses(
         self, batch: Batch, shared: Tensor, specific: Tensor, table: Tensor

@@ -169,6 +169,7 @@ def build_cmcr(recipe: PretrainRecipe) -> CMCR:
         shared_codebook_pairs=loss.shared_codebook_pairs,
         contrast_images=loss.contrast_images,
         orthogonality_per_voxel=loss.orthogonality_per_voxel,
+        mim_point_codes=loss.mim_point_codes,
         seed=recipe.train.seed,
     )
 
