@@ -92,6 +92,7 @@ PPKT_INPUT = ("data.intensity_scale=1.0",
               "data.mixed_transforms=[drop_cuboids, resized_crop, flip_horizontal]")
 CMCR_OPTIM = ("optim.name=adamw", "optim.lr=0.001", "optim.schedule=constant", "optim.weight_decay=0.01")
 INTENSITY_255 = ("data.intensity_scale=0.00392156862745098",)
+NO_RECALIBRATION = ("student.recalibrate_bn_batches=0",)
 # CMCR on PPKT's base with every extra term off: the common base of the add-one / remove-one rows.
 BASE = (*PPKT_OPTIM, *PPKT_INPUT, "data.mim_mask=none", *TERMS_OFF)
 MASKED = ("data.mim_mask=pixel_keep_pairs",)
@@ -135,7 +136,11 @@ VARIANTS: dict[str, Variant] = {
     "ppkt_adamw": Variant("ppkt_synthetic", CMCR_OPTIM, "PPKT with CMCR's optimiser (AdamW 1e-3, constant)",
                           "base"),
     "ppkt_255": Variant("ppkt_synthetic", INTENSITY_255, "PPKT with CMCR's input scaling (intensity / 255)",
-                        "base"),
+                        "scale"),
+    "ppkt_norecal": Variant("ppkt_synthetic", NO_RECALIBRATION,
+                            "PPKT, batch-norm statistics not re-estimated", "scale"),
+    "ppkt_255_norecal": Variant("ppkt_synthetic", (*INTENSITY_255, *NO_RECALIBRATION),
+                                "PPKT, intensity / 255, batch-norm statistics not re-estimated", "scale"),
     "cmcr_published": Variant("cmcr_published_synthetic", (), "CMCR as published (tiny)", "reference"),
     "cmcr_published_nce": Variant("cmcr_published_synthetic", TERMS_OFF,
                                   "CMCR as published, every extra term at 0", "base"),
