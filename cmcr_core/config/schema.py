@@ -278,6 +278,10 @@ class FinetuneTrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 10
     device: str = "auto"
+    # finetune mode, > 0: after the last step, re-estimate the batch-norm statistics over this many batches
+    # of the labelled training scans (cmcr_core.engine.batch_norm), so that a short fine-tuning is evaluated
+    # with statistics of its final weights; 0 = the usual exponential averages (the reference)
+    recalibrate_bn_batches: int = 0
 
 
 @dataclass(frozen=True)

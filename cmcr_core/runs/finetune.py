@@ -25,6 +25,7 @@ from cmcr_core.data.segmentation_dataset import (
     collate_segmentation,
 )
 from cmcr_core.engine import distributed
+from cmcr_core.engine.batch_norm import recalibrate_at_last_step
 from cmcr_core.engine.loop import TrainResult, TrainSettings
 from cmcr_core.engine.runner import open_run
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
@@ -34,6 +35,7 @@ from cmcr_core.methods.registry import build_segmentation_model
 from cmcr_core.methods.segmentation import HEAD_PREFIX, SegmentationMethod
 from cmcr_core.models.checkpoints import load_pretrained_student, read_pretrained_student
 from cmcr_core.models.minkunet import MinkUNet34C
+from cmcr_core.runs.pretrain import voxel_forward
 from cmcr_core.runs.report import Line, Report, Table
 from cmcr_core.runs.run_folder import (
     CHECKPOINT,
@@ -154,6 +156,9 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
                    export_predictions: str | Path | None = None, stop_at: int | None = None) -> FinetuneRun:
     """Fine-tune or probe (`recipe.train.mode`) on the label subset, then evaluate the whole val split."""
     out_dir = Path(out_dir)
+    if recipe.train.mode == "probe" and recipe.train.recalibrate_bn_batches > 0:
+        raise ValueError("train.recalibrate_bn_batches re-estimates a fine-tuned network's batch-norm "
+                         "statistics; a probe keeps the frozen pretrained ones: set it to 0")
     recipe = resolve_input_scale(recipe, weights, out_dir, resume)
     check_run_folder(recipe, out_dir, resume)
     with open_run(out_dir, recipe.train.device, recipe.train.seed) as run:
@@ -185,8 +190,11 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
         logger.info("%s: %d labelled scans (fraction %s, skip %d), %d steps, lr %s / head %s, init %s",
                     recipe.train.mode, subset_info["scans"], recipe.data.label_fraction, subset_info["skip"],
                     settings.total_steps, lr, lr_head, init["weights"] or "random")
+        recalibrate = recalibrate_at_last_step(settings.total_steps, recipe.train.recalibrate_bn_batches,
+                                               loader.batches, lambda trained: trained.model,
+                                               voxel_forward(run.device))
         result = run.train(method, loader, settings, recipe=config.to_dict(recipe), resume=resume,
-                           stop_at=stop_at)
+                           stop_at=stop_at, step_callback=recalibrate)
         t1 = time.perf_counter()
         metrics = evaluate(method.model, val_source, segmentation_settings(recipe), class_names,
                            recipe.data.val_split, recipe.data.dataset, recipe.data.eval_batch_size,

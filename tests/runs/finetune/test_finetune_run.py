@@ -136,3 +136,19 @@ def test_input_scaling_follows_the_checkpoint(tiny_recipe, tmp_path: Path) -> No
     assert saved["data"]["intensity_scale"] == scale
     # A resumed run without --weights finds the checkpoint through init.json (and its recipe matches).
     assert resolve_input_scale(probe, None, run.out_dir, True).data.intensity_scale == scale
+
+
+def test_finetuning_can_re_estimate_batch_norm_statistics_and_a_probe_refuses_it(tiny_recipe, tmp_path: Path):
+    """train.recalibrate_bn_batches: the final checkpoint's statistics are plain averages over that many
+    labelled batches (counter = batches); the weights equal those of the plain run."""
+    plain = run_finetune(tiny_recipe, tmp_path / "plain")
+    again = replace(tiny_recipe, train=replace(tiny_recipe.train, recalibrate_bn_batches=3))
+    run = run_finetune(again, tmp_path / "recal")
+    a = load_checkpoint(plain.out_dir / "checkpoint.pt")["student"]
+    b = load_checkpoint(run.out_dir / "checkpoint.pt")["student"]
+    assert b["bn0.bn.num_batches_tracked"].item() == 3 != a["bn0.bn.num_batches_tracked"].item()
+    assert all(torch.equal(a[k], b[k]) for k in a if "running" not in k and "num_batches" not in k)
+    assert any(not torch.equal(a[k], b[k]) for k in a if "running_var" in k)
+    probe = replace(again, train=replace(again.train, mode="probe"))
+    with pytest.raises(ValueError, match="recalibrate_bn_batches"):
+        run_probe(probe, tmp_path / "probe")
