@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import mean, stdev
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 SETTINGS_JSON = "settings.json"
@@ -198,6 +200,22 @@ def _sets(values: list[str] | tuple[str, ...]) -> list[str]:
     return [arg for value in values for arg in ("--set", value)]
 
 
+def _flatten(text: str) -> dict[str, object]:
+    """``{"section.key": value}`` of a resolved recipe (YAML)."""
+    data = yaml.safe_load(text) or {}
+    return {f"{section}.{key}" if isinstance(values, dict) else section: value
+            for section, values in data.items()
+            for key, value in (values.items() if isinstance(values, dict) else [(None, values)])}
+
+
+def _settings_differ(stored: str | None, now: str) -> bool:
+    """Whether two resolved recipes set a key both know to different values (or one is missing)."""
+    if stored is None:
+        return True
+    before, after = _flatten(stored), _flatten(now)
+    return any(before[key] != after[key] for key in before.keys() & after.keys())
+
+
 def _last_step(run: Path) -> int:
     path = run / "metrics.jsonl"
     if not path.exists():
@@ -305,12 +323,14 @@ class Family:
 
     def _claim_unit(self, folder: Path, resolved: dict[str, str]) -> None:
         """A unit folder holds the runs of one set of resolved recipes: when a variant's definition or a
-        recipe file it uses changes, its old results are never mixed with new ones."""
+        recipe file it uses changes, its old results are never mixed with new ones. A field that a later
+        version of cmcr added (absent from the stored recipe) does not count: it defaults to the behaviour
+        the stored runs had."""
         path = self.dir / folder / "resolved.json"
         if path.exists():
             stored = json.loads(path.read_text())
-            if stored != resolved:
-                changed = sorted(k for k in resolved if stored.get(k) != resolved[k])
+            changed = sorted(k for k in resolved if _settings_differ(stored.get(k), resolved[k]))
+            if changed:
                 raise RuntimeError(f"{path.parent} was measured with other resolved recipes "
                                    f"({', '.join(changed)} changed); give the variant another name or delete "
                                    "that folder")

@@ -63,9 +63,15 @@ def test_quick_mode_runs_resumes_and_refuses_changed_definitions(tmp_path: Path)
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "[dev]" not in again.stderr
     assert logs == {p: p.stat().st_mtime for p in (tmp_path / "dev" / "logs").iterdir()}
-    # A unit whose resolved recipe changed is refused, not silently mixed.
+    # A field that cmcr added later (absent from the stored recipe) does not invalidate a unit ...
     resolved = tmp_path / "dev" / "runs" / "ppkt" / "seed0" / "resolved.json"
     stored = json.loads(resolved.read_text())
-    resolved.write_text(json.dumps({**stored, "pretrain": stored["pretrain"] + "# other\n"}))
+    older = stored["pretrain"].replace("  recalibrate_bn_batches: 8\n", "")
+    assert older != stored["pretrain"]
+    resolved.write_text(json.dumps({**stored, "pretrain": older}))
+    assert subprocess.run(command, capture_output=True, text=True, timeout=600).returncode == 0
+    # ... but a unit whose resolved recipe sets a known key differently is refused, not silently mixed.
+    other_lr = stored["pretrain"].replace("lr: 0.05", "lr: 0.07")
+    resolved.write_text(json.dumps({**stored, "pretrain": other_lr}))
     refused = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "other resolved recipes" in refused.stdout + refused.stderr
