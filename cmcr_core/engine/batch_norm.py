@@ -101,15 +101,16 @@ def recalibrate_at_last_step(total_steps: int, count: int, batches: Callable[[in
     """A training loop ``step_callback(step, method)``: after step ``total_steps`` (before the final
     checkpoint is written) re-estimate the batch-norm statistics of ``network(method)`` over ``count``
     batches (``recalibrate_from_batches``), ``forward(net, batch)`` running it on one batch. ``then``: a
-    callback to run first, every step. With ``count`` 0 only ``then`` runs."""
+    callback to run after it, every step (at the last step it sees the statistics the checkpoint gets).
+    With ``count`` 0 only ``then`` runs."""
 
     def callback(step: int, method: Any) -> None:
-        if then is not None:
-            then(step, method)
         if count > 0 and step == total_steps:
             net = network(method)
             used = recalibrate_from_batches(net, batches, count, lambda batch: forward(net, batch))
             logger.info("re-estimated the batch-norm statistics of %s over %d batches", type(net).__name__,
                         used)
+        if then is not None:
+            then(step, method)
 
     return callback

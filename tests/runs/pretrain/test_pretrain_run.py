@@ -55,7 +55,9 @@ def test_recalibrated_batch_norm_statistics_reach_the_handoff(tiny_sets, tmp_pat
     that many batches (counter = batches, no leftover of the initial variance 1), the weights are those of
     the plain run, and only the last step recalibrates (an interrupted run hands off the usual ones)."""
     sets = [*tiny_sets, "train.max_steps=3", "data.intensity_scale=0.00392156862745098"]
-    plain = run_pretraining(config.load_recipe(RECIPES / "ppkt_synthetic.yaml", sets), tmp_path / "plain")
+    plain_recipe = config.load_recipe(RECIPES / "ppkt_synthetic.yaml",
+                                      [*sets, "student.recalibrate_bn_batches=0"])
+    plain = run_pretraining(plain_recipe, tmp_path / "plain")
     recipe = config.load_recipe(RECIPES / "ppkt_synthetic.yaml", [*sets, "student.recalibrate_bn_batches=2"])
     run_pretraining(recipe, tmp_path / "stopped", stop_at=2)
     stopped = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["student"]
