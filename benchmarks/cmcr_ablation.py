@@ -129,6 +129,8 @@ def _fixed(without_fix: str = "", without_term: str = "") -> tuple[str, ...]:
 
 
 FIXED = _fixed()
+# The published settings (AdamW, intensity / 255, masked crops, no DropCuboids, every term) plus every fix.
+PUBLISHED_FIXED = (*(v for values in FIXES.values() for v in values), FIXED_ORTHOGONALITY)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -163,6 +165,8 @@ VARIANTS: dict[str, Variant] = {
     "full_unmasked": Variant("cmcr_published_synthetic", (*BASE, *_with(*TERMS), *FIXES["contrast_images"]),
                              "full CMCR on PPKT's base, contrast on the unmasked crops", "path"),
     "fixed": Variant("cmcr_published_synthetic", FIXED, "full CMCR on PPKT's base with every fix", "fix"),
+    "published_fixed": Variant("cmcr_published_synthetic", PUBLISHED_FIXED,
+                               "CMCR as published with every fix", "fix"),
     "fixed_mim3d": Variant("cmcr_published_synthetic", (*FIXED, "loss.mim_point_codes=true"),
                            "full CMCR with every fix, MIM fed the 3D points' codes", "fix"),
     "fixed_adamw": Variant("cmcr_published_synthetic", (*FIXED, *CMCR_OPTIM),
