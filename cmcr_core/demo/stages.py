@@ -4,10 +4,10 @@ Seven stages, each through the public core function that the matching `cmcr` com
 
 1. write world A (seed 0; the teacher's world) and world B (seed 1; pretraining and evaluation);
 2. train the semantic teacher on world A (recipes/semantic_teacher_synthetic.yaml);
-3. prepare world B (no superpixels: PPKT and CMCR do not use them);
-4. pretrain CMCR and PPKT on world B's mini_train scenes, each from the semantic teacher and from a
-   randomly initialised ResNet-18 (four checkpoints);
-5. linear probing and one-labelled-scene fine-tuning of the four checkpoints and of random initialisation,
+3. prepare world B (with SLIC superpixels, for SLidR);
+4. pretrain CMCR (the recommended recipe) and PPKT on world B's mini_train scenes, each from the semantic
+   teacher and from a randomly initialised ResNet-18, and SLidR from the semantic teacher (five checkpoints);
+5. linear probing and one-labelled-scene fine-tuning of the five checkpoints and of random initialisation,
    over `seeds` seeds, evaluated on the whole mini_val split;
 6. structure (U/T/G/A) of each pretrained space against its teacher on mini_val, with the plots;
 7. DIR/report.md and DIR/report.json (`cmcr_core.demo.report`).
@@ -168,10 +168,10 @@ def _prepare_stage(stages: _Stages, out: Path, world: Path) -> Path:
     from cmcr_core.data.prepare_nuscenes import PrepareOptions, prepare_nuscenes
 
     prepared = out / "prepared"
-    label = f"[3/{STAGES}] preparing world_b (HDF5 shards, no superpixels)"
+    label = f"[3/{STAGES}] preparing world_b (HDF5 shards, SLIC superpixels for SLidR)"
     with stages.run("prepare", label, (prepared,)) as info:
         if info is not None:
-            report = prepare_nuscenes(world, "v1.0-mini", prepared, PrepareOptions(superpixels="none"))
+            report = prepare_nuscenes(world, "v1.0-mini", prepared, PrepareOptions(superpixels="slic"))
             if report.failures:
                 first = report.failures[0]
                 raise RuntimeError(f"preparing {world} failed for {len(report.failures)} samples, e.g. "
