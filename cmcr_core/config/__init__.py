@@ -11,6 +11,7 @@ Everything public is exported here: `from cmcr_core.config import PretrainRecipe
 imports no torch.
 """
 
+from cmcr_core.config.checks import CHECKS, FILE_CHECKS
 from cmcr_core.config.errors import RecipeError
 from cmcr_core.config.kinds import (
     RECIPE_KINDS,
@@ -25,6 +26,7 @@ from cmcr_core.config.loading import (
     BASE_KEY,
     apply_sets,
     build,
+    check_values,
     dump,
     load,
     parse_set,
@@ -66,6 +68,8 @@ from cmcr_core.config.schema import (
 
 __all__ = [
     "BASE_KEY",
+    "CHECKS",
+    "FILE_CHECKS",
     "RECIPE_KINDS",
     "DataConfig",
     "FinetuneDataConfig",
@@ -96,6 +100,7 @@ __all__ = [
     "TruthDataConfig",
     "apply_sets",
     "build",
+    "check_values",
     "detect_kind",
     "dump",
     "find_recipe",

@@ -142,11 +142,11 @@ def recipe_summaries() -> list[RecipeSummary]:
         recipe = load_any(path)
         kind = kind_of(recipe)
         if kind == "finetune":
-            method = f"{recipe.train.mode} ({recipe.data.dataset})"
+            method = recipe.train.mode
         elif kind == "classification":
-            method = f"classification ({recipe.data.dataset})"
+            method = "objects"
         elif kind == "teacher":
-            method = "semantic teacher"
+            method = "semantic"
         else:
             method = recipe.method
         rows.append(RecipeSummary(name.removesuffix(".yaml"), kind, method, recipe_purpose(path), path))

@@ -69,13 +69,16 @@ def find_recipe(name: str | Path, relative_to: Path | None = None) -> Path:
 
 @dataclass(frozen=True)
 class RecipeSummary:
-    """One row of `cmcr recipe list`."""
+    """One row of `cmcr recipe list` (indexable: name, kind, method, purpose)."""
 
     name: str
     kind: str
     method: str
     purpose: str
     path: Path
+
+    def __getitem__(self, index: int) -> str:
+        return (self.name, self.kind, self.method, self.purpose)[index]
 
 
 def recipe_purpose(path: Path) -> str:

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from cmcr_core.ops.files import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,8 @@ def load_minkowski_checkpoint(model: nn.Module, checkpoint: Mapping[str, object]
     """
     if isinstance(checkpoint, (str, Path)):
         path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+        checkpoint = load_torch_file(path, "checkpoint not found: {path}", trusted=not weights_only,
+                                     expected="a MinkowskiEngine-format checkpoint (SLidR, PPKT, CMCR)")
         if not isinstance(checkpoint, Mapping):
             raise ValueError(f"{path}: expected a mapping, got {type(checkpoint).__name__}")
     state = extract_state_dict(checkpoint)
