@@ -53,8 +53,8 @@ def test_train_errors_are_one_clear_line(tmp_path: Path):
 
 def test_cli_train_then_info_and_eval(synthetic_world: Path, tmp_path: Path):
     out = tmp_path / "run"
-    args = ["teacher", "train", "--recipe", str(RECIPE), "--dataroot", str(synthetic_world), "--out", str(out),
-            *_sets(*TINY, "train.max_steps=3", "optim.warmup_steps=0")]
+    args = ["teacher", "train", "--recipe", str(RECIPE), "--dataroot", str(synthetic_world), "--out",
+            str(out), *_sets(*TINY, "train.max_steps=3", "optim.warmup_steps=0")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "teacher.pt").is_file() and (out / "metrics.json").is_file()
@@ -70,8 +70,9 @@ def test_cli_train_then_info_and_eval(synthetic_world: Path, tmp_path: Path):
     assert f"{sum(meta['prototype_present'])}/16 classes" in text
     assert f"pixel accuracy {holdout['pixel_accuracy']:.3f}, mIoU {holdout['miou']:.3f}" in text
 
-    scored = runner.invoke(app, ["teacher", "eval", "--weights", str(out / "teacher.pt"), "--dataroot", str(synthetic_world),
-                                 "--scene", "scene-0553", "--out", str(tmp_path / "scores.json")])
+    scored = runner.invoke(app, ["teacher", "eval", "--weights", str(out / "teacher.pt"), "--dataroot",
+                                 str(synthetic_world), "--scene", "scene-0553", "--out",
+                                 str(tmp_path / "scores.json")])
     assert scored.exit_code == 0, scored.output
     text = " ".join(scored.output.split())
     assert "the training world" in text and f"pixel accuracy {holdout['pixel_accuracy']:.3f}" in text
