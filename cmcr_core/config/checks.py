@@ -27,7 +27,7 @@ Rule = Callable[[Any], "str | None"]
 LABEL_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 1.0)
 """The published label fractions (nuScenes and SemanticKITTI), in the order of `data.fraction_skips`."""
 
-MIN_CROP_SIDE = 32  # the 2D teachers downsample by up to 32: a smaller crop leaves no feature map
+MIN_CROP_SIDE = 32  # the image encoders downsample by up to 32: a smaller crop does not fill one feature cell
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
