@@ -82,7 +82,8 @@ def check_run_folder(recipe: Any, out_dir: str | Path, resume: bool) -> None:
     out_dir = Path(out_dir)
     checkpoint, saved = out_dir / CHECKPOINT, out_dir / RECIPE_YAML
     if not resume and checkpoint.exists():
-        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or choose another --out")
+        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, --overwrite to start "
+                              "again, or choose another --out")
     if resume:
         if not checkpoint.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")

@@ -67,3 +67,12 @@ def test_a_command_refuses_its_old_output_until_overwrite(tmp_path: Path) -> Non
     replaced = runner.invoke(app, [*args, "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
     assert (tmp_path / "toy_1.json").stat().st_mtime_ns != before
+
+
+def test_a_finished_run_names_both_ways_on(tmp_path: Path) -> None:
+    from cmcr_core import config
+    from cmcr_core.runs.run_folder import check_run_folder
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"0")
+    with pytest.raises(FileExistsError, match="--resume to continue it, --overwrite to start again"):
+        check_run_folder(config.PretrainRecipe(), tmp_path, resume=False)
