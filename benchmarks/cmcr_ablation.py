@@ -319,8 +319,8 @@ class Family:
                     "data.crop_size=[144, 256]", "data.num_workers=0", "train.log_every=10",
                     f"train.checkpoint_every={max(1, p.teacher_steps // 3)}"]
             recipe = str(RECIPES / "semantic_teacher_synthetic.yaml")
-            self.cmcr("teacher", "teacher", "train", "--recipe", recipe, "--world", "world_teacher", "--out",
-                      "teacher", *resume, *_sets(sets))
+            self.cmcr("teacher", "teacher", "train", "--recipe", recipe, "--dataroot", "world_teacher",
+                      "--out", "teacher", *resume, *_sets(sets))
 
     def unit(self, variant: str, seed: int) -> None:
         """Pretraining (unless random init), probing and fine-tuning of one variant and seed."""

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import DEVICE_OPTION, print_report, run_or_fail, setup_logging
+from cmcr_cli.common import (
+    DEVICE_OPTION,
+    OVERWRITE_OPTION,
+    THREADS_OPTION,
+    print_report,
+    run_or_fail,
+    setup_logging,
+)
 from cmcr_core import api
 
 
@@ -26,16 +33,19 @@ def zeroshot(
         None, "--prototypes", help="'teacher': the teacher file's class prototypes (default when it has "
         "them); 'data': class means of the teacher's features on labelled points (an oracle)."
     ),
-    teacher_file: Path = typer.Option(None, "--teacher-file", help="Teacher file holding the prototypes."),
+    teacher: Path = typer.Option(None, "--teacher", help="Teacher file holding the prototypes."),
     prototype_split: str = typer.Option("train", "--prototype-split", help="Split of --prototypes data."),
     per_class: int = typer.Option(5000, "--per-class", help="Points per class for --prototypes data."),
     batch_size: int = typer.Option(4, "--batch-size", help="Scans per forward pass."),
+    overwrite: bool = OVERWRITE_OPTION,
     device: str = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
 ) -> None:
     """Cosine between point features and class embeddings, argmax, mIoU with the fine-tuning evaluator."""
     setup_logging()
-    run = run_or_fail(api.zeroshot, weights, data, out, split, batch_size, device, errors=(ImportError,),
-                      text_embeddings=text_embeddings, clip=clip, templates=templates,
-                      class_names=class_names, prototypes=prototypes, teacher_file=teacher_file,
+    run_or_fail(api.set_threads, threads)
+    run = run_or_fail(api.zeroshot, weights, data, out, split, batch_size, device, overwrite=overwrite,
+                      errors=(ImportError,), text_embeddings=text_embeddings, clip=clip, templates=templates,
+                      class_names=class_names, prototypes=prototypes, teacher_file=teacher,
                       prototype_split=prototype_split, per_class=per_class)
     print_report(run.report())

@@ -1,5 +1,5 @@
-"""Recipe schema of object point clouds (ReCon, METHODS.md §11, PROTOCOLS.md §14): pretraining and
-object classification.
+"""Recipe schema of object point clouds (ReCon: Qi et al., ICML 2023; qizekun/ReCon; docs/recon.md):
+pretraining and object classification.
 
 `cmcr pretrain` runs a `method: recon` recipe (`ReconRecipe`); `cmcr finetune` / `cmcr probe` run a
 `task: classification` recipe (`ObjectClassifyRecipe`). They share `TrainConfig` with the LiDAR recipes

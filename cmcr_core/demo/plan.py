@@ -106,8 +106,8 @@ def check_settings(out: Path, plan: DemoPlan, force: bool) -> None:
             before = f"--quick={stored.get('mode') == 'quick'} --seeds {stored.get('seeds')}"
             raise DemoSettingsError(
                 f"{out} holds a demo run with other settings ({before}; differs in {', '.join(changed)}): "
-                f"rerun with those options to continue it, choose another --out, or pass --force to delete "
-                f"its results and start again")
+                f"rerun with those options to continue it, choose another --out, or pass --overwrite to "
+                f"delete its results and start again")
         remove_demo_outputs(out)
     elif out.exists() and any(out.iterdir()):
         raise DemoSettingsError(f"{out} is not empty and holds no {DEMO_JSON}: it is not a demo folder; "

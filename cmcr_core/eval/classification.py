@@ -1,5 +1,6 @@
-"""Object classification metrics of a ReCon encoder: frozen global features, accuracy, voting (PROTOCOLS.md
-§14). Voting is reported as the mean (and std) over votes, not the reference's max over rounds."""
+"""Object classification metrics of a ReCon encoder: frozen global features, accuracy, voting (the protocols
+of qizekun/ReCon, docs/recon.md). Voting is reported as the mean (and std) over votes, not the reference's max
+over rounds."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""CMCR: contrastive distillation + unified codebook + geometry-enhanced reconstruction (METHODS.md §7).
+"""CMCR: contrastive distillation + unified codebook + geometry-enhanced reconstruction (docs/cmcr.md).
 
-Wiring of one step (§7.13), every loss on when its weight is > 0::
+Wiring of one step (docs/cmcr.md, "One step"), every loss on when its weight is > 0::
 
     h  = trunk(voxels);  F = l2n(final(h));  G = final_class_level(h)          (V, 64) each, G raw
     E  = frozen encoder(images);  Fi = decoder(E) (unit);  Gi = decoder2(E) (raw)   (I, 64, H, W)
@@ -14,9 +14,9 @@ Wiring of one step (§7.13), every loss on when its weight is > 0::
 
 The codebook is snapshotted at the start of the step: every assignment, quantisation and the CMCM soft
 assignments use that snapshot, so the in-place EMA update cannot disturb autograd and the looked-up
-codewords are the pre-update ones (§7.7, [assumed]). The gradient flow is the table of §7.12 (tested in
+codewords are the pre-update ones ([assumed]). The gradient flow is the table of docs/cmcr.md (tested in
 tests/methods/cmcr/test_gradient_flow.py). Modules of losses that are off are not built, so every parameter of
-the method receives a gradient and DDP needs no ``find_unused_parameters`` (defect D12).
+the method receives a gradient and DDP needs no ``find_unused_parameters`` (D12, docs/differences.md).
 
 Cost (docs/cmcr.md "Cost"): the pixels' codes come from the decoder's low-resolution map
 (``UnifiedCodebook.nearest_upsampled``: scores are linear, so they are upsampled instead of the features),

@@ -3,7 +3,7 @@
 * ``run_object_finetune``: ``PointTransformerClassifier`` trained by the engine (one run folder per seed),
   evaluated by overall accuracy on FPS-sampled test clouds, voting (mean +- std over votes) and per-class
   accuracy; ``metrics.json`` aggregates the seeds.
-* ``run_object_probe``: logistic regression on frozen global features (PROTOCOLS.md §14.3).
+* ``run_object_probe``: logistic regression on frozen global features (docs/recon.md).
 """
 
 from __future__ import annotations

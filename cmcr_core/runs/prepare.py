@@ -122,10 +122,11 @@ def write_synthetic_objects(out: str | Path, train_per_class: int, test_per_clas
 
 def prepare_object_targets(root: str | Path, out: str | Path, teacher: str | Path | None = None,
                            text_embeddings: str | Path | None = None, img_dim: int = 32, text_dim: int = 24,
-                           views: int = 1, image_size: int = 224, seed: int = 0) -> Report:
+                           views: int = 1, image_size: int = 224, seed: int = 0,
+                           device: str = "auto") -> Report:
     """`cmcr prepare objects`: ReCon teacher targets for the ShapeNet-55 objects under `root`, written to
     `out` (a .npz, or `out/teacher_targets.npz`); the image teacher is the `teacher` file or the
-    `TinyImageTeacher` stand-in, run on CUDA when available."""
+    `TinyImageTeacher` stand-in, run on `device` (auto: CUDA when available)."""
     out = Path(out)
     target_file = out if out.suffix == ".npz" else out / TARGETS_FILE
     if teacher is not None:
@@ -137,7 +138,7 @@ def prepare_object_targets(root: str | Path, out: str | Path, teacher: str | Pat
     else:
         image_teacher = TinyImageTeacher(out_dim=img_dim, seed=seed)
         source = f"TinyImageTeacher(out_dim={img_dim}, seed={seed}) stand-in"
-    device = resolve_device("auto")
+    device = resolve_device(device)
     image_teacher = image_teacher.to(device)
     targets = prepare_teacher_targets(root, target_file, image_teacher, text_embeddings, text_dim, views,
                                       image_size, seed, device=device)

@@ -47,7 +47,7 @@ def test_targets_from_text_embeddings_file(objects_root: Path, tmp_path: Path, r
         [
             "prepare",
             "objects",
-            "--targets-from",
+            "--dataroot",
             str(objects_root / "ShapeNet55-34"),
             "--text-embeddings",
             str(tmp_path / "text.npy"),
@@ -75,7 +75,7 @@ def test_text_embeddings_with_wrong_rows_fail_clearly(objects_root: Path, tmp_pa
         [
             "prepare",
             "objects",
-            "--targets-from",
+            "--dataroot",
             str(objects_root / "ShapeNet55-34"),
             "--text-embeddings",
             str(tmp_path / "bad.npy"),

@@ -135,9 +135,9 @@ def test_other_settings_are_refused(quick_demo: Path) -> None:
     result = _invoke("--quick", "--seeds", "2", "--out", str(quick_demo))
     assert result.exit_code == 2
     message = " ".join(result.output.split())
-    assert "other settings" in message and "--force" in message and "seeds" in message
+    assert "other settings" in message and "--overwrite" in message and "seeds" in message
     result = _invoke("--out", str(quick_demo))  # the full demo into a quick one
-    assert result.exit_code == 2 and "--force" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "--overwrite" in " ".join(result.output.split())
     assert (quick_demo / "demo.json").read_text() == settings
 
 
@@ -156,7 +156,7 @@ def test_force_deletes_only_the_demo_files(tmp_path: Path) -> None:
         (tmp_path / folder / "x.json").write_text("{}")
     (tmp_path / "keep.txt").write_text("mine")
     other = demo.make_plan(quick=True, seeds=2)
-    with pytest.raises(demo.DemoSettingsError, match="--force"):
+    with pytest.raises(demo.DemoSettingsError, match="--overwrite"):
         demo.check_settings(tmp_path, other, force=False)
     demo.check_settings(tmp_path, other, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "keep.txt"]

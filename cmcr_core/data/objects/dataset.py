@@ -3,7 +3,7 @@
 Randomness: item ``i`` of epoch ``e`` draws from ``np.random.default_rng([seed, e, i])``, so a run is
 reproducible whatever the number of loader workers and the order in which they fetch items.
 
-Protocols (PROTOCOLS.md section 14, METHODS.md section 11.6):
+Protocols (qizekun/ReCon's configs and runners; docs/recon.md):
 
 * pretraining (ShapeNet-55): ``sampling="random"`` (random subset, not FPS), ``normalize=True``,
   ``augmentation="rotate_y"`` (angle U[0, 2 pi) about y);
