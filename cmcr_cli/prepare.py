@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import DEVICE_OPTION, THREADS_OPTION, console, fail, print_report, run_or_fail
+from cmcr_cli.common import (
+    DEVICE_OPTION,
+    THREADS_OPTION,
+    console,
+    fail,
+    print_report,
+    run_or_fail,
+    setup_logging,
+)
 from cmcr_cli.grammar import CmcrCommand, CmcrGroup
 from cmcr_core import api
 
@@ -170,6 +178,26 @@ def _samples_progress():
     )
 
 
+@app.command("verify", cls=CmcrCommand)
+def verify_command(
+    data: Path = typer.Option(..., "--data", help="A prepared folder (nuScenes or SemanticKITTI)."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Rebuild the damaged files from the raw dataset, then check again."),
+    dataroot: Path = typer.Option(
+        None, "--dataroot", help="With --retry-failed: the raw dataset (default: the prepared folder's)."),
+    workers: int = typer.Option(1, "--workers", help="With --retry-failed: processes rebuilding shards."),
+) -> None:
+    """Read every sample of a prepared folder against its checksums; list (or rebuild) the damaged files.
+
+    Exit code 0 when no damage is found (or left after --retry-failed), 1 when some is, 2 for usage errors.
+    """
+    setup_logging()
+    run = run_or_fail(api.verify_prepared, data, retry_failed, dataroot, workers)
+    print_report(run.report())
+    if run.damaged:
+        raise typer.Exit(1)
+
+
 # --- cmcr prepare semantickitti ---------------------------------------------------------------------
 
 
@@ -189,6 +217,7 @@ def semantickitti_command(
     ),
 ) -> None:
     """Prepare SemanticKITTI scans (19-class learning map) into per-sequence HDF5 shards."""
+    setup_logging()
     if synthetic:
         print_report(run_or_fail(api.write_synthetic_kitti, dataroot, sequences, scans_per_sequence, seed,
                                  overwrite=overwrite))

@@ -42,6 +42,7 @@ __all__ = [
     "set_threads",
     "toy",
     "train_teacher",
+    "verify_prepared",
     "version",
     "write_synthetic_kitti",
     "write_synthetic_objects",
@@ -344,6 +345,18 @@ def prepared_summary(out: str | Path) -> dict[str, Any]:
     from cmcr_core.data.prepared import prepared_summary as summary
 
     return summary(out)
+
+
+def verify_prepared(data: str | Path, retry_failed: bool = False, dataroot: str | Path | None = None,
+                    workers: int = 1) -> Any:
+    """`cmcr prepare verify`: every sample of a prepared folder read against its checksums; with
+    ``retry_failed`` the damaged files are rebuilt from the raw dataset (`dataroot`, default: the one the
+    folder was prepared from) and checked again. The result's ``damaged`` says whether damage is left."""
+    from cmcr_core.runs.prepare import verify_data
+
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    return verify_data(data, retry_failed, dataroot, workers)
 
 
 def write_synthetic_kitti(root: str | Path, sequences: str, scans_per_sequence: int, seed: int,

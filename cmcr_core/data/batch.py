@@ -62,6 +62,7 @@ class Batch:
     extras:           method-specific tensors, concatenated over samples (plus `<name>_batch` indices).
     target_images:    (ΣK, 3, h, w) uint8 unmasked crops (CMCR MIM target; `images` are then the masked
                       network input), or None when nothing was masked.
+    skipped_samples:  damaged samples the data pipeline replaced in this batch (`data.skip_damaged`).
     """
 
     coords: torch.Tensor
@@ -78,6 +79,7 @@ class Batch:
     tokens: tuple[str, ...]
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     target_images: torch.Tensor | None = None
+    skipped_samples: int = 0
 
     @property
     def batch_size(self) -> int:

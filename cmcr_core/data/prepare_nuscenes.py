@@ -59,6 +59,14 @@ class PrepareOptions:
         if self.samples_per_shard < 1:
             raise PrepareError(f"samples per shard must be >= 1, got {self.samples_per_shard}")
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PrepareOptions:
+        """The options that wrote a prepared folder (its index's `config`, the inverse of `config`)."""
+        slic = config.get("superpixels")
+        params = SlicParams(**{k: v for k, v in slic.items() if k != "start_label"}) if slic else SlicParams()
+        return cls(superpixels="slic" if slic else "none", slic=params,
+                   samples_per_shard=int(config["samples_per_shard"]), min_depth=float(config["min_depth"]))
+
     def config(self, version: str) -> dict[str, Any]:
         """The settings a resumed run must share with the shards already written."""
         slic = None
@@ -138,8 +146,12 @@ def plan_prepare(
     options: PrepareOptions = PrepareOptions(),
     job: tuple[int, int] = (0, 1),
     retry_failed: bool = False,
+    rebuild: frozenset[int] = frozenset(),
 ) -> PreparePlan:
     """Read the release with the devkit, assign samples to shards and find what is left to do.
+
+    `rebuild`: ids of shards to build again even though their file exists (`cmcr prepare verify
+    --retry-failed` found them damaged); the new file replaces the old one atomically when it is done.
 
     Raises:
         PrepareError: missing tables, or `out` holds shards/indexes made with other settings.
@@ -184,7 +196,7 @@ def plan_prepare(
     for shard_id in range(job[0], num_shards, job[1]):
         members = ordered[shard_id * size:(shard_id + 1) * size]
         planned = [token for token, _ in members]
-        kept = _existing_shard(out, shard_id, config, planned)
+        kept = None if shard_id in rebuild else _existing_shard(out, shard_id, config, planned)
         if kept is not None and not (retry_failed and kept.failures):
             done[shard_id] = kept
             continue

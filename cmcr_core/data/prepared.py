@@ -2,7 +2,8 @@
 
 `PreparedDataset(path, split)` is a plain sequence (usable as a torch Dataset). HDF5 handles are opened
 on first access in each process and never reused after a fork, so DataLoader workers are safe whatever
-the start method.
+the start method. A read that fails its checksums (or finds the shard's token other than the index's)
+raises `DamagedSampleError` naming the shard, the sample token and the dataset.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cmcr_core.data.integrity import DamagedSampleError, ShardDamage, read_checked
+from cmcr_core.data.shards import CHECKSUMS, read_text_attribute
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +88,12 @@ class PreparedIndex:
         return found
 
 
-def load_prepared_index(path: str | os.PathLike[str]) -> PreparedIndex:
+def load_prepared_index(path: str | os.PathLike[str], check_files: bool = True) -> PreparedIndex:
     """Merge every `index-i-of-n.json` of a prepared folder.
 
     Raises:
-        PreparedDataError: no index, an unreadable part, parts with different settings, or a listed shard
-            whose file is missing.
+        PreparedDataError: no index, an unreadable part, parts with different settings, or (with
+            `check_files`) a listed shard whose file is missing.
     """
     root = Path(path)
     parts = sorted(root.glob(INDEX_GLOB))
@@ -117,26 +121,42 @@ def load_prepared_index(path: str | os.PathLike[str]) -> PreparedIndex:
             previous = shards.setdefault(shard["id"], shard)
             if previous["sample_tokens"] != shard["sample_tokens"]:
                 raise PreparedDataError(f"{part}: shard {shard['id']} disagrees with another index part")
-    for shard in shards.values():
+    for shard in shards.values() if check_files else ():
         if not (root / shard["file"]).is_file():
             raise PreparedDataError(f"{root / shard['file']} is listed in the index but missing")
     assert header is not None
     return PreparedIndex(root=root, header=header, shards=shards, jobs=jobs)
 
 
+OFFSET_DATASETS = ("point_offsets", "pairing_offsets", "jpeg_offsets", "superpixel_offsets")
+_UNCHECKED_WARNED: set[Path] = set()
+
+
 class _OpenShard:
-    """An open shard with its offset arrays in memory (they are tiny and needed for every item)."""
+    """An open shard with its offset arrays in memory (they are tiny and needed for every item).
+
+    Raises ShardDamage (file or dataset, reason) when the file or an offsets array cannot be read.
+    """
 
     def __init__(self, path: Path) -> None:
         import h5py
 
-        self.file = h5py.File(path, "r")
-        self.offsets = {
-            name: self.file[name][:]
-            for name in ("point_offsets", "pairing_offsets", "jpeg_offsets", "superpixel_offsets")
-            if name in self.file
-        }
-        self.num_cameras = self.file["image_hw"].shape[1]
+        self.path = path
+        try:
+            self.file = h5py.File(path, "r")
+        except OSError as error:
+            raise ShardDamage("(file)", str(error)) from error
+        self.offsets = {name: read_checked(self.file, name, slice(None), ShardDamage)
+                        for name in OFFSET_DATASETS if name in self.file}
+        try:
+            self.num_cameras = self.file["image_hw"].shape[1]
+        except (OSError, KeyError) as error:
+            raise ShardDamage("image_hw", str(error)) from error
+        self.checksums = read_text_attribute(self.file.attrs, "checksums") == CHECKSUMS
+        if not self.checksums and path not in _UNCHECKED_WARNED:
+            _UNCHECKED_WARNED.add(path)
+            logger.warning("%s carries no checksums (prepared by cmcr 0.2.0 or earlier): damage in it cannot "
+                           "be detected; prepare the folder again to add them", path)
 
 
 class PreparedSample:
@@ -148,46 +168,90 @@ class PreparedSample:
         image_hw: (C, 2) int (height, width); projections: (C, 3, 4) float64 LiDAR → pixel.
     """
 
-    def __init__(self, shard: _OpenShard, row: int, camera_names: list[str]) -> None:
-        f = shard.file
+    def __init__(self, shard: _OpenShard, row: int, camera_names: list[str],
+                 token: str | None = None) -> None:
         self._shard = shard
         self._row = row
-        self.token: str = f["sample_token"][row].decode()
-        self.scene: str = f["scene"][row].decode()
-        self.lidar_token: str = f["lidar_token"][row].decode()
-        self.timestamp = int(f["timestamp"][row])
-        self.lidar_timestamp = int(f["lidar_timestamp"][row])
+        self.token: str = token or "(unknown)"  # the index's token names the sample in errors
+        stored = self._read("sample_token", row).decode()
+        if token is not None and stored != token:
+            raise self._damaged("sample_token", f"the shard holds sample {stored} where the index lists it")
+        self.token = stored
+        self.scene: str = self._read("scene", row).decode()
+        self.lidar_token: str = self._read("lidar_token", row).decode()
+        self.timestamp = int(self._read("timestamp", row))
+        self.lidar_timestamp = int(self._read("lidar_timestamp", row))
         self.camera_names = list(camera_names)
-        self.camera_tokens = [t.decode() for t in f["camera_tokens"][row]]
-        self.camera_timestamps = f["camera_timestamps"][row].astype(np.int64)
-        self.image_hw = f["image_hw"][row].astype(np.int64)
-        self.projections = f["projections"][row]
+        self.camera_tokens = [t.decode() for t in self._read("camera_tokens", row)]
+        self.camera_timestamps = self._read("camera_timestamps", row).astype(np.int64)
+        self.image_hw = self._read("image_hw", row).astype(np.int64)
+        self.projections = self._read("projections", row)
+
+    def _damaged(self, dataset: str, reason: str) -> DamagedSampleError:
+        return DamagedSampleError(self._shard.path, self.token, dataset, reason)
+
+    def _read(self, dataset: str, selection: Any) -> Any:
+        """`dataset[selection]` of this sample's shard; a failed checksum raises DamagedSampleError."""
+        return read_checked(self._shard.file, dataset, selection,
+                            lambda name, reason: self._damaged(name, reason))
 
     def _slice(self, offsets: str) -> slice:
         table = self._shard.offsets[offsets]
         return slice(int(table[self._row]), int(table[self._row + 1]))
 
+    def _datasets(self) -> list[tuple[str, Any]]:
+        """(dataset, selection) of every array this sample owns in its shard."""
+        f, row, c = self._shard.file, self._row, self._shard.num_cameras
+        per_row = ["sample_token", "scene", "lidar_token", "camera_tokens", "timestamp", "lidar_timestamp",
+                   "camera_timestamps", "image_hw", "projections", "superpixel_counts"]
+        found = [(name, row) for name in per_row if name in f]
+        found += [(name, self._slice("point_offsets")) for name in ("points", "labels", "labels_fine")
+                  if name in f]
+        found.append(("pairings", self._slice("pairing_offsets")))
+        for name, table in (("jpeg", "jpeg_offsets"), ("superpixels", "superpixel_offsets")):
+            if name in f:
+                offsets = self._shard.offsets[table]
+                found.append((name, slice(int(offsets[row * c]), int(offsets[(row + 1) * c]))))
+        return found
+
+    @classmethod
+    def damage_of(cls, shard: _OpenShard, row: int, token: str) -> list[tuple[str, str]]:
+        """(dataset, reason) of every array of sample ``row`` of ``shard`` that fails its checksums (each is
+        read in full), and of a stored token other than the index's ``token``."""
+        sample = cls.__new__(cls)
+        sample._shard, sample._row, sample.token = shard, row, token
+        found = []
+        for name, selection in sample._datasets():
+            try:
+                value = sample._read(name, selection)
+            except DamagedSampleError as error:
+                found.append((name, error.reason))
+                continue
+            if name == "sample_token" and value.decode() != token:
+                found.append((name, f"the shard holds sample {value.decode()} where the index lists it"))
+        return found
+
     @cached_property
     def points(self) -> np.ndarray:
         """(N, 4) float32 x, y, z, intensity in the LiDAR sensor frame."""
-        return self._shard.file["points"][self._slice("point_offsets")]
+        return self._read("points", self._slice("point_offsets"))
 
     @cached_property
     def labels(self) -> np.ndarray | None:
         """(N,) uint8 coarse ids 0..16 (0 = ignore), or None without lidarseg."""
         f = self._shard.file
-        return f["labels"][self._slice("point_offsets")] if "labels" in f else None
+        return self._read("labels", self._slice("point_offsets")) if "labels" in f else None
 
     @cached_property
     def labels_fine(self) -> np.ndarray | None:
         """(N,) uint8 raw lidarseg category indices, or None without lidarseg."""
         f = self._shard.file
-        return f["labels_fine"][self._slice("point_offsets")] if "labels_fine" in f else None
+        return self._read("labels_fine", self._slice("point_offsets")) if "labels_fine" in f else None
 
     @cached_property
     def pairings(self) -> np.ndarray:
         """(P, 4) int64 [point_index, camera_index, row, col] in original-image pixels."""
-        return self._shard.file["pairings"][self._slice("pairing_offsets")].astype(np.int64)
+        return self._read("pairings", self._slice("pairing_offsets")).astype(np.int64)
 
     def _image_rows(self) -> range:
         c = self._shard.num_cameras
@@ -199,7 +263,7 @@ class PreparedSample:
         rows = self._image_rows()
         table = self._shard.offsets["jpeg_offsets"]
         start, stop = int(table[rows[0]]), int(table[rows[-1] + 1])
-        data = self._shard.file["jpeg"][start:stop]
+        data = self._read("jpeg", slice(start, stop))
         return [data[int(table[i]) - start:int(table[i + 1]) - start].tobytes() for i in rows]
 
     @cached_property
@@ -222,7 +286,7 @@ class PreparedSample:
         rows = self._image_rows()
         table = self._shard.offsets["superpixel_offsets"]
         start, stop = int(table[rows[0]]), int(table[rows[-1] + 1])
-        flat = f["superpixels"][start:stop]
+        flat = self._read("superpixels", slice(start, stop))
         maps = []
         for camera, i in enumerate(rows):
             height, width = (int(v) for v in self.image_hw[camera])
@@ -301,8 +365,12 @@ class PreparedDataset:
     def __getitem__(self, i: int) -> PreparedSample:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        file, row, _ = self._entries[i]
-        return PreparedSample(self._shard(file), row, self.camera_names)
+        file, row, token = self._entries[i]
+        try:
+            shard = self._shard(file)
+        except ShardDamage as damage:
+            raise DamagedSampleError(self.root / file, token, damage.dataset, damage.reason) from damage
+        return PreparedSample(shard, row, self.camera_names, token)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

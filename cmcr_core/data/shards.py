@@ -4,6 +4,13 @@ A shard holds consecutive samples; variable-length arrays are concatenated with 
 (CSR layout) so one sample is a contiguous slice. The schema is documented in docs/data-format.md.
 A shard is written to `<name>.h5.tmp`, flushed, fsynced and renamed with `os.replace`, so a `.h5` file
 is always complete; a leftover `.tmp` is garbage from an interrupted run.
+
+Checksums (attribute `checksums = "fletcher32"`): every dataset carries HDF5's Fletcher-32 filter, so each
+chunk is checked when it is read; the file is written in the HDF5 1.10 format, whose metadata (object
+headers, chunk indexes, the superblock) carries checksums too; texts (tokens, names, the JSON attributes)
+are fixed-length strings, stored inside checksummed chunks and headers rather than in HDF5's unchecked
+global heap. A damaged byte anywhere a read uses therefore fails the read instead of returning garbage
+(`cmcr_core.data.integrity` names the shard, sample and dataset).
 """
 
 from __future__ import annotations
@@ -22,6 +29,22 @@ from cmcr_core.ops.atomic import fsync_directory
 SHARD_FORMAT = "cmcr-prepared-nuscenes-shard"
 FORMAT_VERSION = 1
 SHARD_DIR = "shards"
+CHECKSUMS = "fletcher32"  # the `checksums` attribute of shards written with checksums (absent before)
+TOKEN_BYTES = 64  # fixed length of the stored tokens and scene names (nuScenes tokens have 32 characters)
+# HDF5 1.10 file format: checksummed metadata (readable by any HDF5 >= 1.10, every h5py wheel since 2.10)
+LIBVER = ("v110", "v110")
+CHECKED = {"fletcher32": True}  # keyword of every create_dataset
+
+
+def text_attribute(text: str) -> np.bytes_:
+    """A text attribute stored as a fixed-length string (inside the checksummed object header)."""
+    return np.bytes_(text.encode("utf-8"))
+
+
+def read_text_attribute(attrs: Any, name: str, default: str | None = None) -> str | None:
+    """An attribute written by `text_attribute` or, in shards without checksums, as a variable-length str."""
+    value = attrs.get(name, default)
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def shard_file_name(shard_id: int) -> str:
@@ -111,23 +134,22 @@ class ShardWriter:
         self.sample_tokens: list[str] = []
         self.scenes: list[str] = []
         self.failures: list[dict[str, str]] = []
-        self._file = h5py.File(self.tmp_path, "w")
+        self._file = h5py.File(self.tmp_path, "w", libver=LIBVER)
         attrs = self._file.attrs
-        attrs["format"] = SHARD_FORMAT
+        attrs["format"] = text_attribute(SHARD_FORMAT)
         attrs["format_version"] = FORMAT_VERSION
+        attrs["checksums"] = text_attribute(CHECKSUMS)
         attrs["shard_id"] = shard_id
-        attrs["config"] = json.dumps(config, sort_keys=True)
-        attrs["planned_tokens"] = json.dumps(list(planned_tokens))
-        attrs["camera_names"] = json.dumps(list(camera_names))
+        attrs["config"] = text_attribute(json.dumps(config, sort_keys=True))
+        attrs["planned_tokens"] = text_attribute(json.dumps(list(planned_tokens)))
+        attrs["camera_names"] = text_attribute(json.dumps(list(camera_names)))
         attrs["has_labels"] = with_labels
         attrs["has_superpixels"] = with_superpixels
         self._create_datasets()
 
     def _create_datasets(self) -> None:
-        import h5py
-
         c = self.num_cameras
-        text = h5py.string_dtype()
+        text = f"S{TOKEN_BYTES}"
         f = self._file
 
         def growing(name: str, tail: tuple[int, ...], dtype: Any, chunk_rows: int = 64,
@@ -136,7 +158,7 @@ class ShardWriter:
             # a 1.4 M-pixel superpixel map thousands of chunk lookups.
             f.create_dataset(
                 name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype, chunks=(chunk_rows, *tail),
-                **(_COMPRESSION if compress else {}),
+                **(_COMPRESSION if compress else {}), **CHECKED,
             )
 
         for name in ("sample_token", "scene", "lidar_token"):
@@ -158,11 +180,14 @@ class ShardWriter:
             growing("superpixel_counts", (c,), np.int32)
         for name in ("point_offsets", "pairing_offsets", "jpeg_offsets", "superpixel_offsets"):
             if name != "superpixel_offsets" or self.with_superpixels:
-                f.create_dataset(name, data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(1024,))
+                f.create_dataset(name, data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(1024,),
+                                 **CHECKED)
 
     def _append(self, name: str, values: Any) -> None:
         dataset = self._file[name]
-        values = np.asarray(values, dtype=object if dataset.dtype.kind == "O" else dataset.dtype)
+        if dataset.dtype.kind == "S":
+            values = _fixed_texts(name, values, dataset.dtype.itemsize)
+        values = np.asarray(values, dtype=dataset.dtype)
         start = dataset.shape[0]
         count = len(values)
         dataset.resize(start + count, axis=0)
@@ -212,7 +237,7 @@ class ShardWriter:
 
     def commit(self) -> ShardSummary:
         """Close, fsync and atomically rename the shard into place; returns its summary."""
-        self._file.attrs["failures"] = json.dumps(self.failures)
+        self._file.attrs["failures"] = text_attribute(json.dumps(self.failures))
         self._file.attrs["num_samples"] = len(self.sample_tokens)
         self._file.close()
         fd = os.open(self.tmp_path, os.O_RDONLY)
@@ -239,6 +264,18 @@ class ShardWriter:
             self.tmp_path.unlink(missing_ok=True)
 
 
+def _fixed_texts(name: str, values: Any, size: int) -> np.ndarray:
+    """Texts as bytes for a fixed-length string dataset; a text that does not fit is an error, not cut."""
+    array = np.asarray(values, dtype=object)
+    encoded = np.empty(array.shape, dtype=object)
+    for index, text in np.ndenumerate(array):
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        if len(data) > size or data.endswith(b"\0"):
+            raise ValueError(f"{name}: {text!r} does not fit the {size}-byte text field of the shard schema")
+        encoded[index] = data
+    return encoded
+
+
 @dataclass
 class ExistingShard:
     """Header of a committed shard, read back to decide whether a resumed run can keep it."""
@@ -259,17 +296,17 @@ def read_shard_header(out: Path, shard_id: int) -> ExistingShard:
     path = Path(out) / shard_file_name(shard_id)
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != SHARD_FORMAT:
+            if read_text_attribute(f.attrs, "format") != SHARD_FORMAT:
                 raise ValueError(f"{path}: not a {SHARD_FORMAT} file")
             summary = ShardSummary(
                 shard_id=int(f.attrs["shard_id"]),
                 file=shard_file_name(shard_id),
                 sample_tokens=[t.decode() for t in f["sample_token"][:]],
                 scenes=[s.decode() for s in f["scene"][:]],
-                failures=json.loads(f.attrs["failures"]),
+                failures=json.loads(read_text_attribute(f.attrs, "failures")),
                 bytes=path.stat().st_size,
             )
-            planned = json.loads(f.attrs["planned_tokens"])
-            return ExistingShard(summary, json.loads(f.attrs["config"]), planned)
+            planned = json.loads(read_text_attribute(f.attrs, "planned_tokens"))
+            return ExistingShard(summary, json.loads(read_text_attribute(f.attrs, "config")), planned)
     except (OSError, KeyError) as exc:
         raise ValueError(f"{path}: unreadable shard ({exc})") from exc

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from cmcr_core.data import prepare_nuscenes as prep
+from cmcr_core.data.integrity import VerifyReport
 from cmcr_core.data.objects import write_synthetic_object_datasets
 from cmcr_core.data.objects.prepare import prepare_teacher_targets
 from cmcr_core.data.semantickitti import prepare_semantickitti
@@ -25,13 +26,15 @@ from cmcr_core.data.synthetic import WorldSummary, write_nuscenes_world
 from cmcr_core.engine.runner import resolve_device
 from cmcr_core.models.teacher import load_teacher
 from cmcr_core.models.tiny_image_teacher import TinyImageTeacher
-from cmcr_core.runs.report import Line, Report
+from cmcr_core.ops.progress import progress_bar
+from cmcr_core.runs.report import Line, Report, Table
 
 __all__ = [
     "NUSCENES_VERSIONS",
     "plan_nuscenes",
     "prepare_kitti",
     "prepare_object_targets",
+    "verify_data",
     "write_synthetic_kitti",
     "write_synthetic_objects",
     "write_synthetic_world",
@@ -150,3 +153,87 @@ def prepare_object_targets(root: str | Path, out: str | Path, teacher: str | Pat
         "text_shape": list(targets.text.shape),
     }
     return Report((Line(f"wrote teacher targets {target_file}: {json.dumps(info)}"),))
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    """`cmcr prepare verify`: what was found, and (with --retry-failed) what is left after the rebuild."""
+
+    found: VerifyReport
+    after: VerifyReport | None = None
+
+    @property
+    def damaged(self) -> bool:
+        """Whether damage remains (the command exits 1)."""
+        return bool((self.after or self.found).damage)
+
+    def report(self, limit: int = 20) -> Report:
+        found, blocks = self.found, []
+        if found.damage:
+            shown = f" (first {limit})" if len(found.damage) > limit else ""
+            rows = tuple((d.file, d.token or "(whole file)", d.dataset, d.reason)
+                         for d in found.damage[:limit])
+            blocks.append(Table(f"{len(found.damage)} damaged arrays{shown}",
+                                ("file", "sample", "dataset", "reason"), rows))
+        blocks.append(Line(f"{found.root} ({found.dataset}): {found.files} files, {found.samples} samples "
+                           f"checked; {found.damaged_samples} damaged samples in {len(found.to_rebuild)} "
+                           "files", highlight=False))
+        if found.to_rebuild and self.after is None:
+            blocks.append(Line("to rebuild: " + ", ".join(found.to_rebuild) + "; `cmcr prepare verify --data "
+                               f"{found.root} --retry-failed` rebuilds them from the raw dataset",
+                               highlight=False))
+        if found.unchecked:
+            blocks.append(Line(f"{len(found.unchecked)} files carry no checksums (prepared by cmcr 0.2.0 or "
+                               "earlier; silent damage in them cannot be seen): " + ", ".join(found.unchecked)
+                               + "; prepare the folder again to add them", highlight=False))
+        if self.after is not None:
+            after = self.after
+            state = (f"{after.damaged_samples} damaged samples remain in " + ", ".join(after.to_rebuild)
+                     if after.damage else "verified again: no damage left")
+            blocks.append(Line(f"rebuilt {', '.join(self.after.rebuilt)}; {state}", highlight=False))
+        return Report(tuple(blocks))
+
+
+def verify_data(data: str | Path, retry_failed: bool = False, dataroot: str | Path | None = None,
+                workers: int = 1) -> VerifyRun:
+    """`cmcr prepare verify`: check every sample of a prepared folder against its checksums; with
+    `retry_failed`, rebuild the damaged files from the raw dataset (`dataroot`, default: the one the index
+    records) and check again."""
+    from cmcr_core.data.verify import verify_prepared
+
+    found = verify_prepared(data)
+    if not retry_failed or not found.to_rebuild:
+        return VerifyRun(found)
+    if found.dataset == "semantickitti":
+        _rebuild_kitti(Path(data), found.to_rebuild, dataroot)
+    else:
+        _rebuild_nuscenes(Path(data), found.to_rebuild, dataroot, workers)
+    after = verify_prepared(data)
+    after.rebuilt = list(found.to_rebuild)
+    return VerifyRun(found, after)
+
+
+def _rebuild_nuscenes(root: Path, files: Sequence[str], dataroot: str | Path | None, workers: int) -> None:
+    from cmcr_core.data.prepared import load_prepared_index
+
+    index = load_prepared_index(root, check_files=False)
+    ids = {shard["file"]: shard_id for shard_id, shard in index.shards.items()}
+    damaged = {ids[file] for file in files}
+    options = prep.PrepareOptions.from_config(index.header["config"])
+    raw = dataroot or index.header["dataroot"]
+    for job in index.jobs:
+        mine = frozenset(i for i in damaged if i % job["count"] == job["index"])
+        if not mine:
+            continue
+        plan = prep.plan_prepare(raw, index.header["version"], root, options, (job["index"], job["count"]),
+                                 rebuild=mine)
+        with progress_bar(plan.samples_todo, f"rebuild {len(mine)} shard(s)", "samples") as bar:
+            prep.run_prepare(plan, workers=workers, progress=bar.advance)
+
+
+def _rebuild_kitti(root: Path, files: Sequence[str], dataroot: str | Path | None) -> None:
+    from cmcr_core.data.semantickitti.prepared import INDEX_NAME
+
+    index = json.loads((root / INDEX_NAME).read_text(encoding="utf-8"))
+    names = [s["name"] for s in index["sequences"] if s["file"] in set(files)]
+    prepare_semantickitti(dataroot or index["root"], root, rebuild=names)

@@ -11,6 +11,9 @@ nothing and a re-run skips the sequences already prepared. Format: docs/data-for
 
 Label files are found by replacing the directory `velodyne` with `labels` and the extension `.bin` with
 `.label` (never a substring replacement anywhere in the path, D22 of docs/differences.md).
+
+Sequence files carry checksums as the nuScenes shards do (`cmcr_core.data.shards`: Fletcher-32 on every
+dataset, HDF5 1.10 metadata); a scan whose bytes fail them raises `DamagedSampleError`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,8 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from cmcr_core.data.integrity import DamagedSampleError, read_checked
 from cmcr_core.data.semantickitti.labels import KITTI_CLASS_NAMES, LEARNING_MAP, learning_lut
+from cmcr_core.data.shards import CHECKED, CHECKSUMS, LIBVER
 from cmcr_core.ops.atomic import fsync_directory, write_json_atomic
+from cmcr_core.ops.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +122,18 @@ def _write_sequence(out: Path, name: str, scans: list[Path]) -> dict[str, Any]:
     final = out / "sequences" / f"{name}.h5"
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with h5py.File(tmp, "w", libver=LIBVER) as f:
         f.create_dataset("points", data=np.concatenate(points), compression="gzip", compression_opts=1,
-                         shuffle=True)
-        f.create_dataset("point_offsets", data=np.asarray(offsets, dtype=np.int64))
-        f.create_dataset("scan", data=np.asarray([s.stem for s in scans], dtype="S"))
+                         shuffle=True, **CHECKED)
+        f.create_dataset("point_offsets", data=np.asarray(offsets, dtype=np.int64), **CHECKED)
+        f.create_dataset("scan", data=np.asarray([s.stem for s in scans], dtype="S"), **CHECKED)
         if labelled:
             for key, values in (("labels", labels), ("labels_raw", raw_labels)):
                 f.create_dataset(key, data=np.concatenate(values), compression="gzip", compression_opts=1,
-                                 shuffle=True)
-        f.attrs.update({"format": FORMAT + "-shard", "format_version": FORMAT_VERSION, "sequence": name,
-                        "num_scans": len(scans), "has_labels": labelled})
+                                 shuffle=True, **CHECKED)
+        f.attrs.update({"format": np.bytes_(FORMAT + "-shard"), "format_version": FORMAT_VERSION,
+                        "sequence": np.bytes_(name), "num_scans": len(scans), "has_labels": labelled,
+                        "checksums": np.bytes_(CHECKSUMS)})
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -147,8 +155,11 @@ class KittiPrepareReport:
     index_path: Path
 
 
-def prepare_semantickitti(root: str | Path, out: str | Path) -> KittiPrepareReport:
-    """Prepare every sequence under `<root>/sequences` into `out` (resumable, atomic per sequence)."""
+def prepare_semantickitti(root: str | Path, out: str | Path,
+                          rebuild: Sequence[str] = ()) -> KittiPrepareReport:
+    """Prepare every sequence under `<root>/sequences` into `out` (resumable, atomic per sequence); the
+    sequences named in `rebuild` are written again even when already prepared. A progress bar counts the
+    scans (`cmcr_core.ops.progress`)."""
     sequences = find_sequences(root)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,14 +171,17 @@ def prepare_semantickitti(root: str | Path, out: str | Path) -> KittiPrepareRepo
             raise KittiDataError(f"{index_path}: not a prepared SemanticKITTI index")
         previous = {s["name"]: s for s in payload["sequences"]}
     entries, written, kept = [], [], []
+    bar = progress_bar(sum(len(scans) for scans in sequences.values()), "prepare semantickitti", "scans")
     for name, scans in sequences.items():
         old = previous.get(name)
-        if old and old["scans"] == [s.stem for s in scans] and (out / old["file"]).is_file():
+        if name not in rebuild and old and old["scans"] == [s.stem for s in scans] \
+                and (out / old["file"]).is_file():
             entries.append(old)
             kept.append(name)
         else:
             entries.append(_write_sequence(out, name, scans))
             written.append(name)
+        bar.advance(len(scans))
         names = [e["name"] for e in entries]
         splits = {split: [n for n in names if split_of(n) == split] for split in ("train", "val", "test")}
         write_json_atomic(index_path, {
@@ -176,30 +190,59 @@ def prepare_semantickitti(root: str | Path, out: str | Path) -> KittiPrepareRepo
             "learning_map": {str(k): v for k, v in LEARNING_MAP.items()},
             "splits": splits, "sequences": entries, "complete": len(entries) == len(sequences),
         })
+    bar.close()
     return KittiPrepareReport(tuple(written), tuple(kept), index_path)
 
 
 class KittiScan:
     """One prepared scan: token = lidar_token = "<NN>/<scan>", scene = sequence name."""
 
-    def __init__(self, file: Any, row: int, sequence: str, scan: str) -> None:
+    def __init__(self, file: Any, row: int, sequence: str, scan: str, path: Path | None = None) -> None:
         self._file, self._row = file, row
+        self._path = path or Path(str(file.filename))
         self.scene = sequence
         self.token = self.lidar_token = f"{sequence}/{scan}"
 
+    def _read(self, dataset: str, selection: Any) -> Any:
+        return read_checked(self._file, dataset, selection,
+                            lambda name, reason: DamagedSampleError(self._path, self.token, name, reason))
+
     def _slice(self) -> slice:
-        offsets = self._file["point_offsets"]
-        return slice(int(offsets[self._row]), int(offsets[self._row + 1]))
+        offsets = self._read("point_offsets", slice(self._row, self._row + 2))
+        return slice(int(offsets[0]), int(offsets[1]))
+
+    def damage(self) -> list[tuple[str, str]]:
+        """(dataset, reason) of every array of this scan that fails its checksums (reads them all)."""
+        found = []
+        try:
+            points = self._slice()
+        except DamagedSampleError as error:
+            return [(error.dataset, error.reason)]
+        stored = None
+        for name, selection in (("scan", self._row), ("points", points), ("labels", points),
+                                ("labels_raw", points)):
+            if name not in self._file:
+                continue
+            try:
+                value = self._read(name, selection)
+            except DamagedSampleError as error:
+                found.append((name, error.reason))
+                continue
+            if name == "scan":
+                stored = value.decode()
+        if stored is not None and f"{self.scene}/{stored}" != self.token:
+            found.append(("scan", f"the file holds scan {stored} where the index lists {self.token}"))
+        return found
 
     @cached_property
     def points(self) -> np.ndarray:
         """(N, 4) float32 x, y, z, reflectance (0..1)."""
-        return self._file["points"][self._slice()]
+        return self._read("points", self._slice())
 
     @cached_property
     def labels(self) -> np.ndarray | None:
         """(N,) uint8 train ids 0..19, or None for an unlabelled sequence."""
-        return self._file["labels"][self._slice()] if "labels" in self._file else None
+        return self._read("labels", self._slice()) if "labels" in self._file else None
 
 
 class PreparedKitti:
@@ -250,8 +293,11 @@ class PreparedKitti:
             self._open, self._pid = {}, os.getpid()
         file, row, seq, scan = self._entries[i]
         if file not in self._open:
-            self._open[file] = h5py.File(self.root / file, "r")
-        return KittiScan(self._open[file], row, seq, scan)
+            try:
+                self._open[file] = h5py.File(self.root / file, "r")
+            except OSError as error:
+                raise DamagedSampleError(self.root / file, f"{seq}/{scan}", "(file)", str(error)) from error
+        return KittiScan(self._open[file], row, seq, scan, self.root / file)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_open": {}}
