@@ -9,6 +9,9 @@ the scan.
 
 Any sequence of items with `points` (N, 4) float32, `labels` (N,) ids (0 = ignore), `token` and
 `lidar_token` is a source: prepared nuScenes (`PreparedDataset`) and prepared SemanticKITTI alike.
+Evaluation may read scans without labels (a test split, `require_labels=False`): their labels are all 0
+(ignored by every score) and `labelled` is False. A fixed `view` (a (3, 3) matrix, test-time augmentation)
+moves the points of every scan the same way before voxelisation.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class SegmentationSample:
     point_to_voxel: (N,) int64 voxel of every point of the scan.
     point_labels:   (N,) int64 label of every point.
     token, lidar_token: identifiers of the scan.
+    labelled: False for a scan read without labels (its labels are all 0).
     """
 
     coords: torch.Tensor
@@ -77,6 +81,7 @@ class SegmentationSample:
     point_labels: torch.Tensor
     token: str
     lidar_token: str
+    labelled: bool = True
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class SegmentationBatch:
     point_labels:   (ΣN,) int64.
     point_offsets:  (B + 1,) int64: scan b owns points point_offsets[b]:point_offsets[b + 1].
     tokens, lidar_tokens: per scan.
+    labelled:       per scan, whether it has labels (evaluation of unlabelled splits).
+    skipped_samples: damaged scans the data pipeline replaced in this batch (`data.skip_damaged`).
     """
 
     coords: torch.Tensor
@@ -100,6 +107,8 @@ class SegmentationBatch:
     point_offsets: torch.Tensor
     tokens: tuple[str, ...]
     lidar_tokens: tuple[str, ...]
+    labelled: tuple[bool, ...] = ()
+    skipped_samples: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -137,14 +146,20 @@ class SegmentationDataset(torch.utils.data.Dataset):
         settings: voxelisation and feature settings.
         seed: base seed of the training augmentations.
         train: apply the cloud transforms (evaluation: False, points untouched).
+        require_labels: a scan without labels is an error (training); False reads it with labels 0.
+        view: (3, 3) matrix applied to the points of every scan in evaluation (test-time augmentation).
     """
 
     def __init__(self, source: Sequence[LabelledScan], settings: SegmentationSettings, seed: int = 0,
-                 train: bool = True) -> None:
+                 train: bool = True, require_labels: bool = True, view: np.ndarray | None = None) -> None:
         self.source = source
         self.settings = settings
         self.seed = seed
         self.train = train
+        self.require_labels = require_labels
+        self.view = None if view is None else np.asarray(view, dtype=np.float64)
+        if train and view is not None:
+            raise ValueError("a fixed view is for evaluation (train=False)")
         self.epoch = 0
         # Fail now on a bad transform name rather than in a worker process.
         T.cloud_transform(settings.cloud_transforms, np.random.default_rng(0))
@@ -160,14 +175,19 @@ class SegmentationDataset(torch.utils.data.Dataset):
         s = self.settings
         item = self.source[index]
         labels = item.labels
-        if labels is None:
-            raise ValueError(f"scan {item.token} has no segmentation labels (prepared without lidarseg?)")
         points = np.asarray(item.points, dtype=np.float32)
+        labelled = labels is not None
+        if not labelled:
+            if self.require_labels:
+                raise ValueError(f"scan {item.token} has no segmentation labels (prepared without lidarseg?)")
+            labels = np.zeros(len(points), dtype=np.int64)
         if len(labels) != len(points):
             raise ValueError(f"scan {item.token}: {len(points)} points but {len(labels)} labels")
         if self.train and s.cloud_transforms:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             points = T.apply_cloud_matrix(points, T.cloud_transform(s.cloud_transforms, rng))
+        elif self.view is not None:
+            points = T.apply_cloud_matrix(points, self.view)
         points_t = torch.from_numpy(np.ascontiguousarray(points))
         vox = voxelize(points_t, s.voxel_size, s.cylindrical)
         point_labels = torch.from_numpy(np.asarray(labels).astype(np.int64))
@@ -180,6 +200,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             point_labels=point_labels,
             token=str(item.token),
             lidar_token=str(item.lidar_token),
+            labelled=labelled,
         )
 
 
@@ -203,4 +224,5 @@ def collate_segmentation(samples: Sequence[SegmentationSample]) -> SegmentationB
         point_offsets=counts.cumsum(0),
         tokens=tuple(s.token for s in samples),
         lidar_tokens=tuple(s.lidar_token for s in samples),
+        labelled=tuple(s.labelled for s in samples),
     )

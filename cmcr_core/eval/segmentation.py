@@ -10,6 +10,11 @@ Conventions, identical to nuscenes-devkit's `ConfusionMatrix` / `LidarSegEval`:
   left out of the mean and listed by name (the reference code's IoU = 1 for such classes, D3 of
   docs/differences.md, is not reproduced);
 * mIoU = mean of the IoUs of the present classes 1..K−1.
+
+Test-time augmentation (`tta_views`, `evaluate(views=...)`): every scan is also scored rotated by 90°,
+180° and 270° about z, each with and without a flip of the y axis (the 8 symmetries of the square, which
+keep a cartesian voxel grid a voxel grid); each view is voxelised on its own, the voxel logits are
+carried to the points, and the points' logits are averaged over the views before the argmax.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,7 @@ from cmcr_core.data.segmentation_dataset import (
     collate_segmentation,
 )
 from cmcr_core.engine import distributed
+from cmcr_core.ops.progress import track
 from cmcr_core.sparse import SparseTensor
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "evaluate",
     "pixel_scores",
     "seed_summary",
+    "tta_views",
     "write_lidarseg_prediction",
     "write_lidarseg_submission_meta",
     "write_semantickitti_prediction",
@@ -320,38 +327,83 @@ def write_semantickitti_prediction(results_dir: str | Path, token: str, predicti
     return path
 
 
+def tta_views() -> list[np.ndarray]:
+    """The 8 test-time views as (3, 3) matrices applied as ``xyz @ M.T``: rotations about z by 0°, 90°,
+    180°, 270° (exact integer matrices), each without and with a flip of y. The first is the identity."""
+    flip = np.diag([1.0, -1.0, 1.0])
+    views = []
+    for quarter in range(4):
+        c, s = ((1, 0), (0, 1), (-1, 0), (0, -1))[quarter]
+        rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float64)
+        views += [rotation, rotation @ flip]
+    return views
+
+
+class _ViewSamples(torch.utils.data.Dataset):
+    """Each scan of `source` voxelised once per view: a tuple of `SegmentationSample`s."""
+
+    def __init__(self, source: Sequence[Any], settings: SegmentationSettings,
+                 views: Sequence[np.ndarray | None]) -> None:
+        self.views = [SegmentationDataset(source, settings, train=False, require_labels=False, view=view)
+                      for view in views]
+
+    def __len__(self) -> int:
+        return len(self.views[0])
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return tuple(view[index] for view in self.views)
+
+
+def _collate_views(items: Sequence[tuple[Any, ...]]) -> tuple[SegmentationBatch, ...]:
+    return tuple(collate_segmentation([item[v] for item in items]) for v in range(len(items[0])))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, source: Sequence[Any], settings: SegmentationSettings,
              class_names: Sequence[str], split: str, dataset: str = "nuscenes", batch_size: int = 4,
              device: str | torch.device = "cpu", export_dir: str | Path | None = None, num_workers: int = 0,
-             context: distributed.DistContext | None = None) -> SegmentationMetrics:
+             context: distributed.DistContext | None = None, views: Sequence[np.ndarray] = (),
+             label: str = "evaluate") -> SegmentationMetrics:
     """Score every point of every scan of `source`: voxel logits -> points through the inverse map; the
-    evaluator of fine-tuning, probing and zero-shot segmentation (class 0 is never predicted).
+    evaluator of fine-tuning, probing, validation, `cmcr evaluate` and zero-shot segmentation (class 0 is
+    never predicted).
 
     Under torchrun each rank scores scans rank, rank + W, ... and the confusion matrices are summed.
     `export_dir`: also write predictions (nuScenes lidarseg `.bin` files, or SemanticKITTI `.label`).
+    `views`: (3, 3) matrices of test-time augmentation (`tta_views`); the points' logits are averaged over
+    them. Scans without labels are predicted (and exported) but add nothing to the scores; the result's
+    `extra["labelled_scans"]` counts the others. `label` names the progress bar.
     """
     ctx = context or distributed.single_process_context(device)
     model.eval().to(ctx.device)
-    mine = range(ctx.rank, len(source), ctx.world_size)
-    data = Subset(SegmentationDataset(source, settings, train=False), mine)
+    mine = Subset(source, range(ctx.rank, len(source), ctx.world_size))
+    data = _ViewSamples(mine, settings, list(views) or [None])
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_segmentation)
+                        collate_fn=_collate_views)
     acc = ConfusionAccumulator(len(class_names))
-    for batch in loader:
-        batch = batch.to(ctx.device)
-        logits = model(SparseTensor(batch.feats, batch.coords)).features
-        logits[:, 0] = SUPPRESSED_LOGIT
-        points_pred = logits.argmax(1)[batch.point_to_voxel]
-        acc.update(batch.point_labels, points_pred, scans=batch.batch_size)
+    labelled = 0
+    for batches in track(loader, len(loader), f"{label} {split}", "batches", enabled=ctx.is_main):
+        point_logits = None
+        for batch in batches:
+            batch = batch.to(ctx.device)
+            logits = model(SparseTensor(batch.feats, batch.coords)).features[batch.point_to_voxel]
+            point_logits = logits if point_logits is None else point_logits + logits
+        point_logits = point_logits / len(batches)
+        point_logits[:, 0] = SUPPRESSED_LOGIT
+        points_pred = point_logits.argmax(1)
+        first = batches[0]
+        acc.update(first.point_labels.to(ctx.device), points_pred, scans=first.batch_size)
+        labelled += sum(first.labelled)
         if export_dir is not None:
-            _export(Path(export_dir), dataset, split, batch, points_pred.cpu())
+            _export(Path(export_dir), dataset, split, first, points_pred.cpu())
     confusion, scans = torch.as_tensor(acc.matrix), acc.num_scans
     if ctx.is_distributed:
-        packed = torch.cat([confusion.reshape(-1), torch.tensor([scans])]).to(ctx.device)
+        packed = torch.cat([confusion.reshape(-1), torch.tensor([scans, labelled])]).to(ctx.device)
         torch.distributed.all_reduce(packed)
-        confusion, scans = packed[:-1].cpu().reshape(confusion.shape), int(packed[-1])
-    return compute_metrics(confusion.numpy(), class_names, scans, split, dataset)
+        confusion = packed[:-2].cpu().reshape(confusion.shape)
+        scans, labelled = int(packed[-2]), int(packed[-1])
+    metrics = compute_metrics(confusion.numpy(), class_names, scans, split, dataset)
+    return replace(metrics, extra={"labelled_scans": labelled, "tta_views": len(views) or 1})
 
 
 def _export(out: Path, dataset: str, split: str, batch: SegmentationBatch, pred: Tensor) -> None:

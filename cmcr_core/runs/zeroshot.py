@@ -297,7 +297,7 @@ def run_zeroshot(weights: str | Path, data: str | Path, out_dir: str | Path, spl
     settings = SegmentationSettings(voxel_size=d.voxel_size, cylindrical=d.cylindrical,
                                     intensity_scale=d.intensity_scale, cloud_transforms=())
     metrics = evaluate(head, PreparedDataset(data, split), settings, COARSE_CLASS_NAMES, split, "nuscenes",
-                       batch_size, device=device)
+                       batch_size, device=device, label="zero-shot")
     wall = {"setup_s": t1 - t0, "eval_s": time.perf_counter() - t1}
     extra = {"protocol": "zeroshot", "weights": str(weights), "pretrained_method": recipe.method,
              "step": ckpt.get("step"), "classifier": classes.source, "wall_time_s": wall}
