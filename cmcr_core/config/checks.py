@@ -4,9 +4,9 @@
 Types are checked by `cmcr_core.config.loading`; this module checks values: rates and sizes that must be
 positive, probabilities in [0, 1), weights that must not be negative, label fractions of the published
 table, crop sizes a network can take (`CHECKS`, applied to every resolved recipe), and the teacher files a
-recipe names (`FILE_CHECKS`, applied by the commands that run a recipe, `--dry-run` included, but not by
-`cmcr recipe show`: a published recipe names files that exist only where it runs). A rule returns what
-is wrong, or None.
+recipe names and the optional packages it asks for (`FILE_CHECKS`, applied by the commands that run a
+recipe, `--dry-run` included, but not by `cmcr recipe show`: a published recipe names files that exist
+only where it runs). A rule returns what is wrong, or None.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def optional_positive(value: Any) -> str | None:
     return None if value is None else positive(value)
 
 
+def optional_at_least_one(value: Any) -> str | None:
+    return None if value is None else at_least_one(value)
+
+
 def label_fraction(value: float) -> str | None:
     if any(abs(value - known) < 1e-9 for known in LABEL_FRACTIONS):
         return None
@@ -92,6 +96,15 @@ def existing_file(value: str) -> str | None:
         return None
     return ("names no existing file or folder (weights are never downloaded: place the file there or fix "
             "the path)")
+
+
+def tensorboard_installed(value: bool) -> str | None:
+    """`train.tensorboard: true` needs the optional `tensorboard` package."""
+    import importlib.util
+
+    if not value or importlib.util.find_spec("tensorboard") is not None:
+        return None
+    return 'needs the tensorboard package: pip install "cmcr[tb]" (or set it to false)'
 
 
 _LOSS_WEIGHTS = ("point_nce", "superpixel_nce", "orthogonality", "commitment", "code_matching", "mim",
@@ -133,9 +146,11 @@ CHECKS: dict[type, Mapping[str, Rule]] = {
     s.FinetuneOptimConfig: {"lr": positive, "lr_head": optional_positive, "lr_scratch": positive,
                             "lr_head_scratch": optional_positive, "momentum": unit_interval,
                             "dampening": closed_unit, "weight_decay": non_negative},
-    s.FinetuneTrainConfig: {"epochs": at_least_one, "max_steps": non_negative,
-                            "checkpoint_every": non_negative, "log_every": at_least_one, "device": device,
-                            "recalibrate_bn_batches": non_negative},
+    s.FinetuneTrainConfig: {"epochs": optional_at_least_one, "fraction_epochs": at_least_one,
+                            "max_steps": non_negative, "checkpoint_every": non_negative,
+                            "log_every": at_least_one, "device": device,
+                            "recalibrate_bn_batches": non_negative, "eval_every": non_negative,
+                            "eval_max_scans": non_negative},
     o.ObjectDataConfig: {"num_points": at_least_one, "fps_pool": non_negative,
                          "batch_size": at_least_one, "eval_batch_size": at_least_one,
                          "num_workers": non_negative},
@@ -155,6 +170,8 @@ CHECKS: dict[type, Mapping[str, Rule]] = {
 
 FILE_CHECKS: dict[type, Mapping[str, Rule]] = {
     s.TeacherConfig: {"weights": existing_file},
+    s.TrainConfig: {"tensorboard": tensorboard_installed},
+    s.FinetuneTrainConfig: {"tensorboard": tensorboard_installed},
     o.ObjectDataConfig: {"targets": existing_file},
 }
 

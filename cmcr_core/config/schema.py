@@ -31,6 +31,9 @@ class DataConfig:
     min_pairs: int = 1024  # a crop is resampled until more pairs than this survive (or 75 % of them)
     batch_size: int = 4  # per process
     num_workers: int = 2  # data-loader worker processes per training process
+    # a sample whose shard fails its checksums (docs/data-format.md) stops the run; true replaces it by the
+    # next readable sample of the split and counts it (`skipped_samples` in metrics.jsonl)
+    skip_damaged: bool = False
     # CMCR masked image modelling (docs/cmcr.md): none, patch16_drop_pairs or pixel_keep_pairs
     mim_mask: Literal["none", "patch16_drop_pairs", "pixel_keep_pairs"] = "none"
 
@@ -133,6 +136,8 @@ class TrainConfig:
     log_every: int = 10
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    keep_checkpoints: bool = False  # also keep a copy checkpoint_step<N>.pt of every checkpoint written
+    tensorboard: bool = False  # also log metrics.jsonl's scalars to <run>/tensorboard (pip install cmcr[tb])
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,7 @@ class FinetuneDataConfig:
     batch_size: int = 16
     eval_batch_size: int = 4
     num_workers: int = 4
+    skip_damaged: bool = False  # as pretraining's data section: replace damaged training scans, count them
 
 
 @dataclass(frozen=True)
@@ -272,12 +278,24 @@ class FinetuneTrainConfig:
     """Protocol (fine-tuning or linear probing), length, seed, checkpoints."""
 
     mode: Literal["finetune", "probe"] = "finetune"
-    epochs: int = 100
+    # null = the protocol's epochs for data.label_fraction: `fraction_epochs`, aligned with the label
+    # fractions 0.01, 0.05, 0.1, 0.25, 1.0 (100 at 1 %, 50 from 5 % on: the semseg_nuscenes configs of
+    # Eaphan/CMCR, SLidR's SemanticKITTI ones); the run records the number it used in its recipe.yaml
+    epochs: int | None = None
+    fraction_epochs: tuple[int, int, int, int, int] = (100, 50, 50, 50, 50)
     max_steps: int = 0  # > 0 stops after this many steps whatever the epochs say
     seed: int = 0
     checkpoint_every: int = 1000
     log_every: int = 10
     device: str = "auto"
+    keep_checkpoints: bool = False  # also keep a copy checkpoint_step<N>.pt of every checkpoint written
+    tensorboard: bool = False  # also log metrics.jsonl's scalars to <run>/tensorboard (pip install cmcr[tb])
+    # > 0: validate every this many epochs (and after the last one) on `eval_split` (empty = data.val_split),
+    # at most `eval_max_scans` evenly spaced scans of it (0 = all); the scores go to metrics.jsonl and the
+    # best network to best.pt (docs/finetune.md). 0 = no validation during training (the protocol's)
+    eval_every: int = 0
+    eval_split: str = ""
+    eval_max_scans: int = 0
     # finetune mode, > 0: after the last step, re-estimate the batch-norm statistics over this many batches
     # of the labelled training scans (cmcr_core.engine.batch_norm), so that a short fine-tuning is evaluated
     # with statistics of its final weights; 0 = the usual exponential averages (the reference)

@@ -18,6 +18,8 @@ __all__ = [
     "LABEL_FRACTIONS",
     "PUBLISHED_SKIPS",
     "LabelSubsetError",
+    "PUBLISHED_EPOCHS",
+    "epochs_for_fraction",
     "kitti_label_scans",
     "nuscenes_label_scenes",
     "skip_for_fraction",
@@ -26,10 +28,37 @@ __all__ = [
 LABEL_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 1.0)
 PUBLISHED_SKIPS: tuple[int, ...] = (100, 20, 10, 4, 1)
 """skip of each fraction in LABEL_FRACTIONS (nuScenes scenes and SemanticKITTI scans alike)."""
+PUBLISHED_EPOCHS: tuple[int, ...] = (100, 50, 50, 50, 50)
+"""fine-tuning epochs of each fraction in LABEL_FRACTIONS: 100 at 1 % (Eaphan/CMCR semseg_nuscenes.yaml,
+SLidR's semseg_kitti.yaml), 50 from 5 % on (their skip{20,10,4,1} variants)."""
 
 
 class LabelSubsetError(ValueError):
     """A label fraction that is unknown or selects nothing."""
+
+
+def _per_fraction(fraction: float, table: Sequence[int], what: str) -> int:
+    if len(table) != len(LABEL_FRACTIONS) or min(table) < 1:
+        raise LabelSubsetError(
+            f"{what} must hold {len(LABEL_FRACTIONS)} positive integers, got {tuple(table)}"
+        )
+    for known, value in zip(LABEL_FRACTIONS, table, strict=True):
+        if abs(fraction - known) < 1e-9:
+            return int(value)
+    raise LabelSubsetError(
+        f"label fraction {fraction} is not a published one; "
+        f"choose one of {', '.join(map(str, LABEL_FRACTIONS))}"
+    )
+
+
+def epochs_for_fraction(fraction: float, epochs: Sequence[int] = PUBLISHED_EPOCHS) -> int:
+    """The protocol's fine-tuning epochs of a label fraction: 100 at 0.01, 50 at 0.05 and above.
+
+    Args:
+        fraction: one of LABEL_FRACTIONS.
+        epochs: epochs per fraction, aligned with LABEL_FRACTIONS (`train.fraction_epochs`).
+    """
+    return _per_fraction(fraction, epochs, "epochs")
 
 
 def skip_for_fraction(fraction: float, skips: Sequence[int] = PUBLISHED_SKIPS) -> int:
@@ -40,17 +69,7 @@ def skip_for_fraction(fraction: float, skips: Sequence[int] = PUBLISHED_SKIPS) -
         skips: skip per fraction, aligned with LABEL_FRACTIONS (recipes of small synthetic worlds replace
             the published table, documented in docs/finetune.md).
     """
-    if len(skips) != len(LABEL_FRACTIONS) or min(skips) < 1:
-        raise LabelSubsetError(
-            f"skips must hold {len(LABEL_FRACTIONS)} positive integers, got {tuple(skips)}"
-        )
-    for known, skip in zip(LABEL_FRACTIONS, skips, strict=True):
-        if abs(fraction - known) < 1e-9:
-            return int(skip)
-    raise LabelSubsetError(
-        f"label fraction {fraction} is not a published one; "
-        f"choose one of {', '.join(map(str, LABEL_FRACTIONS))}"
-    )
+    return _per_fraction(fraction, skips, "skips")
 
 
 def nuscenes_label_scenes(

@@ -33,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "restore_rng_state",
     "resume_from_checkpoint",
+    "save_handoff_checkpoint",
     "save_training_checkpoint",
 ]
 
@@ -153,6 +154,28 @@ def save_training_checkpoint(
     return atomic_torch_save(payload, path)
 
 
+def save_handoff_checkpoint(
+    path: str | Path,
+    *,
+    method: nn.Module,
+    position: TrainPosition,
+    recipe: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint that hands a trained network on (fine-tuning's best.pt and last.pt) atomically:
+    the keys of a training checkpoint without ``optimizer``, ``schedule``, ``rng`` and ``world_size``
+    (``load_checkpoint`` reads it; it cannot resume a run), plus ``extra`` (e.g. the validation scores)."""
+    handoff = {**method.handoff(), **(extra or {})} if hasattr(method, "handoff") else dict(extra or {})
+    check_plain_values(recipe, "recipe")
+    clash = RESERVED_KEYS & handoff.keys()
+    if clash:
+        raise ValueError(f"hand-off entries clash with engine-reserved checkpoint keys {sorted(clash)}")
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": position.step,
+               "epoch": position.epoch, "position": position.position, "model": trainable_state_dict(method),
+               "recipe": dict(recipe), **handoff}
+    return atomic_torch_save(payload, path)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a ``cmcr-train`` checkpoint (tensors on CPU), checking its format and version."""
     path = Path(path)
@@ -175,6 +198,9 @@ def resume_from_checkpoint(
 ) -> tuple[TrainPosition, float]:
     """Restore method, optimizer and this rank's RNG states; return (position, elapsed seconds)."""
     payload = load_checkpoint(path)
+    if "optimizer" not in payload:
+        raise ValueError(f"{path} hands a trained network on (best.pt / last.pt) and holds no optimizer or "
+                         "RNG state: resume from the run's checkpoint.pt")
     if payload["schedule"]["total_steps"] != total_steps:
         raise ValueError(
             f"{path} was written by a run of {payload['schedule']['total_steps']} steps; resuming with "

@@ -37,7 +37,7 @@ from cmcr_core.engine.distributed import (
     wrap_ddp,
 )
 from cmcr_core.engine.method import Method, move_to_device
-from cmcr_core.engine.monitor import MetricsLog, ProgressDisplay
+from cmcr_core.engine.monitor import TENSORBOARD_DIR, MetricsLog, ProgressDisplay, TensorBoardLog
 from cmcr_core.engine.schedules import (
     OptimizerSettings,
     ScheduleSettings,
@@ -52,7 +52,9 @@ __all__ = ["BatchFactory", "NonFiniteLossError", "TrainResult", "TrainSettings",
 logger = logging.getLogger(__name__)
 
 BatchFactory = Callable[[int, int], Iterable[Any]]
+StepCallback = Callable[[int, Method], "Mapping[str, Any] | None"]
 METRICS_NAME = "metrics.jsonl"
+SKIPPED = "skipped_samples"  # a batch's count of damaged samples its data pipeline replaced (and the log key)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,6 +73,7 @@ class TrainSettings:
     ``total_steps`` fixes the schedule; ``steps_per_epoch`` is needed only by per-epoch schedules.
     ``checkpoint_every`` = 0 writes only the final checkpoint; ``keep_checkpoints`` also keeps a copy
     ``checkpoint_step{N:08d}.pt`` of each one. ``precision = "bf16"`` autocasts on CUDA only.
+    ``tensorboard`` also writes every metrics.jsonl record to ``<out>/tensorboard`` (``TensorBoardLog``).
     """
 
     total_steps: int
@@ -83,6 +86,7 @@ class TrainSettings:
     keep_checkpoints: bool = False
     log_every: int = 1
     display_every: int = 10
+    tensorboard: bool = False
     # DDP: leave False (D12, docs/differences.md) unless a method really skips parameters in some steps.
     find_unused_parameters: bool = False
 
@@ -119,22 +123,24 @@ def _num_samples(batch: Any) -> int | None:
 
 
 def _reduced_values(losses: Mapping[str, Tensor], metrics: Mapping[str, Any], samples: int | None,
-                    ctx: DistContext) -> dict[str, float]:
-    """Rank-averaged loss/metric values (one all-reduce, one host sync); ``samples`` is summed."""
+                    ctx: DistContext, skipped: int = 0) -> dict[str, float]:
+    """Rank-averaged loss/metric values (one all-reduce, one host sync); ``samples`` and ``skipped`` (the
+    batch's replaced damaged samples) are summed over the ranks."""
     names = [*losses, *metrics]
     stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=ctx.device).detach().reshape(())
                            for v in (*losses.values(), *metrics.values())]
-                          + [torch.tensor(float(samples or 0), device=ctx.device)])
-    values = (all_reduce_mean(stacked, ctx) * torch.tensor([1.0] * len(names) + [ctx.world_size],
+                          + [torch.tensor(float(samples or 0), device=ctx.device),
+                             torch.tensor(float(skipped), device=ctx.device)])
+    values = (all_reduce_mean(stacked, ctx) * torch.tensor([1.0] * len(names) + [ctx.world_size] * 2,
                                                             device=ctx.device)).tolist()
-    return dict(zip([*names, "samples"], values, strict=True))
+    return dict(zip([*names, "samples", SKIPPED], values, strict=True))
 
 
 def _record(
     pos: TrainPosition, optimizer: torch.optim.Optimizer, loss_names: list[str], values: dict[str, float],
     elapsed: float, duration: float, grad_norm: float | None,
 ) -> dict[str, Any]:
-    """One metrics.jsonl record (``values`` from ``_reduced_values``)."""
+    """One metrics.jsonl record (``values`` from ``_reduced_values``, its skipped count taken out)."""
     samples = values.pop("samples")
     record = {"step": pos.step, "epoch": pos.epoch, "lr": optimizer.param_groups[0]["lr"], **values,
               "total": sum(values[n] for n in loss_names), "time": elapsed,
@@ -168,7 +174,7 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
     context: DistContext | None = None,
-    step_callback: Callable[[int, Method], None] | None = None,
+    step_callback: StepCallback | None = None,
     param_groups: Sequence[Mapping[str, Any]] | None = None,
 ) -> TrainResult:
     """Train ``method`` for ``settings.total_steps`` optimizer steps (or until ``stop_at``), checkpointing
@@ -176,7 +182,10 @@ def train(
 
     ``generators``: named torch/numpy generators used by the method or data (checkpointed and restored).
     ``resume``: continue from ``out_dir/checkpoint.pt``; without it an existing checkpoint is an error.
-    ``step_callback(step, method)`` runs after every optimizer step. ``param_groups``: optional
+    ``step_callback(step, method)`` runs after every optimizer step, on every rank, before the step's
+    checkpoint; values it returns (e.g. validation scores) join that step's record, which is then logged
+    whatever ``log_every`` says. A batch's ``skipped_samples`` (damaged samples its pipeline replaced) add
+    up, across ranks and resumes, to the records' ``skipped_samples``. ``param_groups``: optional
     torch-style groups over ``method``'s parameters (``build_optimizer``). Raises ``NonFiniteLossError``.
     """
     ctx, out_dir = context or single_process_context(), Path(out_dir)
@@ -209,18 +218,27 @@ def train(
     records: list[dict[str, Any]] = []
     metrics_log = MetricsLog(out_dir / METRICS_NAME, keep_until_step=pos.step if resume else None) \
         if ctx.is_main else None
+    # replaced damaged samples so far (the resumed run's count comes from its last kept record)
+    skipped = int(metrics_log.last_record.get(SKIPPED, 0)) if metrics_log is not None else 0
     method.train()
     tick = time.perf_counter()
     with contextlib.ExitStack() as stack:
         display = stack.enter_context(ProgressDisplay(pos.step, end, ctx.is_main, settings.display_every))
+        logs: list[MetricsLog | TensorBoardLog] = []
         if metrics_log is not None:
-            stack.callback(metrics_log.close)
+            logs.append(metrics_log)
+            if settings.tensorboard:
+                logs.append(TensorBoardLog(out_dir / TENSORBOARD_DIR, pos.step if resume else None))
+        for log in logs:
+            stack.callback(log.close)
         while pos.step < end:
             epoch_start = pos.position
             for batch in batches(pos.epoch, pos.position):
                 with autocast:
                     losses, metrics = _split_output(model(move_to_device(batch, ctx.device)))
-                values = _reduced_values(losses, metrics, _num_samples(batch), ctx)
+                values = _reduced_values(losses, metrics, _num_samples(batch), ctx,
+                                         getattr(batch, SKIPPED, 0))
+                skipped += int(values.pop(SKIPPED))
                 for name in losses:
                     if not math.isfinite(values[name]):
                         raise NonFiniteLossError(pos.step + 1, name, values[name], last_ckpt)
@@ -229,14 +247,20 @@ def train(
                 pos = replace(pos, step=pos.step + 1, position=pos.position + 1)
                 now = time.perf_counter()
                 elapsed, duration, tick = elapsed + now - tick, now - tick, now
-                if step_callback is not None:
-                    step_callback(pos.step, method)
+                extra = step_callback(pos.step, method) if step_callback is not None else None
                 record = _record(pos, optimizer, list(losses), values, elapsed, duration, grad_norm)
+                if skipped:
+                    record[SKIPPED] = skipped
+                if extra:
+                    clash = set(extra) & set(record)
+                    if clash:
+                        raise ValueError(f"the step callback returned names the record has: {sorted(clash)}")
+                    record.update(extra)
                 display.update(pos.step, {k: record[k] for k in (*losses, "total")})
-                if pos.step % settings.log_every == 0 or pos.step == end:
+                if pos.step % settings.log_every == 0 or pos.step == end or extra:
                     records.append(record)
-                    if metrics_log is not None:
-                        metrics_log.write(record)
+                    for log in logs:
+                        log.write(record)
                 every = settings.checkpoint_every
                 if pos.step == end or (every and pos.step % every == 0):
                     last_ckpt = save()

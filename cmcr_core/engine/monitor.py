@@ -2,7 +2,12 @@
 
 ``metrics.jsonl`` holds one JSON object per logged step: ``step``, ``epoch``, ``lr``, every loss term,
 ``total``, ``time`` (seconds of training so far, across resumes), ``samples_per_s``, ``grad_norm`` (with
-clipping) and the method's extra metrics.
+clipping), the method's extra metrics, what the workflow's step callback adds (e.g. validation scores)
+and ``skipped_samples`` (damaged samples left out so far, once there is one).
+
+``TensorBoardLog`` writes the same records as TensorBoard event files: every numeric value of a record
+is a scalar whose tag is its key and whose step is the record's ``step``, stored in double precision, so
+the event files and metrics.jsonl hold identical numbers (``null`` values are left out).
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-__all__ = ["MetricsLog", "ProgressDisplay", "format_duration", "read_metrics"]
+__all__ = ["TENSORBOARD_DIR", "MetricsLog", "ProgressDisplay", "TensorBoardLog", "format_duration",
+           "read_metrics"]
+
+TENSORBOARD_DIR = "tensorboard"  # inside the run folder
+TENSORBOARD_INSTALL = 'pip install "cmcr[tb]"'
+
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +54,11 @@ class MetricsLog:
     def __init__(self, path: str | Path, keep_until_step: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.last_record: dict[str, Any] = {}  # the last record kept from the run being resumed
         if keep_until_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            self.last_record = kept[-1] if kept else {}
         elif self.path.exists():
             self.path.unlink()
         self._handle: TextIO = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
@@ -58,6 +70,37 @@ class MetricsLog:
 
     def close(self) -> None:
         self._handle.close()
+
+
+class TensorBoardLog:
+    """The records of metrics.jsonl as TensorBoard scalars in ``folder`` (see the module docstring).
+
+    ``resume_step``: the run continues from that step; TensorBoard discards what earlier event files hold
+    after it (those steps are logged again, as in metrics.jsonl). Without it, the event files of an earlier
+    start in ``folder`` are deleted. Needs the optional ``tensorboard`` package.
+    """
+
+    def __init__(self, folder: str | Path, resume_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:  # torch's module imports the tensorboard package
+            raise RuntimeError(f"train.tensorboard: true needs the tensorboard package: {TENSORBOARD_INSTALL}"
+                               ) from error
+        self.folder = Path(folder)
+        if resume_step is None and self.folder.is_dir():
+            for old in self.folder.glob("events.out.tfevents.*"):
+                old.unlink()
+        purge = None if resume_step is None else resume_step + 1
+        self._writer = SummaryWriter(str(self.folder), purge_step=purge, flush_secs=10)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        step = int(record["step"])
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                self._writer.add_scalar(key, float(value), step, new_style=True, double_precision=True)
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def _loss_text(values: Mapping[str, float], limit: int = 6) -> str:

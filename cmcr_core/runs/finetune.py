@@ -1,7 +1,9 @@
 """`cmcr finetune` / `cmcr probe`: LiDAR semantic segmentation from a pretrained (or random) student.
 
-Run folder: `recipe.yaml`, `init.json` (initialisation and load report), `checkpoint.pt`, `metrics.jsonl`
-(training), `metrics.json` (evaluation on the whole validation split). With several seeds each seed has
+Run folder: `recipe.yaml`, `init.json` (initialisation and load report), `checkpoint.pt` (resumable),
+`last.pt` (the finished network), `best.pt` (with `train.eval_every`: the best validated network,
+`cmcr_core.runs.validation`), `metrics.jsonl` (training, and the validation curve), `metrics.json`
+(evaluation of the finished network on the whole validation split). With several seeds each seed has
 its own folder `seed<S>/` and the top-level `metrics.json` holds mean ± std (docs/finetune.md).
 """
 
@@ -17,7 +19,13 @@ from typing import Any
 
 from cmcr_core import config
 from cmcr_core.config import FinetuneRecipe
-from cmcr_core.data.label_fractions import kitti_label_scans, nuscenes_label_scenes, skip_for_fraction
+from cmcr_core.data.integrity import tolerate_damage
+from cmcr_core.data.label_fractions import (
+    epochs_for_fraction,
+    kitti_label_scans,
+    nuscenes_label_scenes,
+    skip_for_fraction,
+)
 from cmcr_core.data.segmentation_dataset import (
     SegmentationDataset,
     SegmentationSettings,
@@ -25,7 +33,8 @@ from cmcr_core.data.segmentation_dataset import (
     collate_segmentation,
 )
 from cmcr_core.engine import distributed
-from cmcr_core.engine.batch_norm import recalibrate_at_last_step
+from cmcr_core.engine.batch_norm import recalibrate_at_last_step, recalibrate_from_batches
+from cmcr_core.engine.checkpoint import save_handoff_checkpoint
 from cmcr_core.engine.loop import TrainResult, TrainSettings
 from cmcr_core.engine.runner import open_run
 from cmcr_core.engine.schedules import OptimizerSettings, ScheduleSettings
@@ -38,8 +47,10 @@ from cmcr_core.models.minkunet import MinkUNet34C
 from cmcr_core.runs.pretrain import voxel_forward
 from cmcr_core.runs.report import Line, Report, Table
 from cmcr_core.runs.run_folder import (
+    BEST_CHECKPOINT,
     CHECKPOINT,
     INIT_JSON,
+    LAST_CHECKPOINT,
     METRICS_JSON,
     check_run_folder,
     read_json,
@@ -47,6 +58,7 @@ from cmcr_core.runs.run_folder import (
     seed_folder,
     write_json,
 )
+from cmcr_core.runs.validation import Validator, even_subset, read_best_score
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +163,50 @@ def resolve_input_scale(recipe: FinetuneRecipe, weights: str | Path | None, out_
     return replace(recipe, data=replace(recipe.data, intensity_scale=1.0 if scale is None else float(scale)))
 
 
+def resolve_epochs(recipe: FinetuneRecipe) -> FinetuneRecipe:
+    """The recipe with a concrete `train.epochs`: as set, else the protocol's for its label fraction
+    (`train.fraction_epochs`: 100 at 1 %, 50 from 5 % on)."""
+    if recipe.train.epochs is not None:
+        return recipe
+    epochs = epochs_for_fraction(recipe.data.label_fraction, recipe.train.fraction_epochs)
+    logger.info("train.epochs: %d, the protocol's for label fraction %s", epochs, recipe.data.label_fraction)
+    return replace(recipe, train=replace(recipe.train, epochs=epochs))
+
+
+def _validator(recipe: FinetuneRecipe, run: Any, loader: Any, steps: tuple[int, int], class_names: Any,
+               out_dir: Path, resume: bool) -> Validator:
+    """The step callback validating every `train.eval_every` epochs (`cmcr_core.runs.validation`)."""
+    t, (steps_per_epoch, total) = recipe.train, steps
+    split = t.eval_split or recipe.data.val_split
+    source = even_subset(open_split(recipe, split)[0], t.eval_max_scans)
+    if source[0].labels is None:
+        raise ValueError(f"train.eval_every: split {split!r} of {recipe.data.path} has no labels to validate "
+                         "with; set train.eval_split to a labelled split")
+    recalibrate = None
+    if t.recalibrate_bn_batches > 0:
+        forward = voxel_forward(run.device)
+        recalibrate = lambda net: recalibrate_from_batches(  # noqa: E731
+            net, loader.batches, t.recalibrate_bn_batches, lambda batch: forward(net, batch))
+    best = out_dir / BEST_CHECKPOINT
+    return Validator(lambda trained: trained.model, source, segmentation_settings(recipe), tuple(class_names),
+                     split, recipe.data.dataset, recipe.data.eval_batch_size, t.eval_every * steps_per_epoch,
+                     steps_per_epoch, total, best, config.to_dict(recipe), run.context, recalibrate,
+                     read_best_score(best) if resume else float("-inf"))
+
+
+def _chain(*callbacks: Any) -> Any:
+    """One step callback running `callbacks` in order (None ones left out); the values they return join."""
+    chosen = [c for c in callbacks if c is not None]
+
+    def callback(step: int, method: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for one in chosen:
+            values.update(one(step, method) or {})
+        return values
+
+    return callback
+
+
 def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | Path | None = None,
                    resume: bool = False, allow_voxel_mismatch: bool = False,
                    export_predictions: str | Path | None = None, stop_at: int | None = None) -> FinetuneRun:
@@ -159,7 +215,7 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
     if recipe.train.mode == "probe" and recipe.train.recalibrate_bn_batches > 0:
         raise ValueError("train.recalibrate_bn_batches re-estimates a fine-tuned network's batch-norm "
                          "statistics; a probe keeps the frozen pretrained ones: set it to 0")
-    recipe = resolve_input_scale(recipe, weights, out_dir, resume)
+    recipe = resolve_epochs(resolve_input_scale(recipe, weights, out_dir, resume))
     check_run_folder(recipe, out_dir, resume)
     with open_run(out_dir, recipe.train.device, recipe.train.seed) as run:
         seed, t0 = recipe.train.seed, time.perf_counter()
@@ -172,9 +228,10 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
         method = SegmentationMethod(model, recipe.loss.cross_entropy, recipe.loss.lovasz, probe=probe)
         method.model = distributed.convert_sync_batchnorm(method.model, run.context)
         lr, lr_head = learning_rates(recipe, init["weights"] is not None)
-        dataset = SegmentationDataset(subset, segmentation_settings(recipe), seed=seed, train=True)
-        loader = run.loader(dataset, collate_segmentation, recipe.data.batch_size, recipe.data.num_workers,
-                            seed=seed, drop_last=False)
+        scans = SegmentationDataset(subset, segmentation_settings(recipe), seed=seed, train=True)
+        dataset, collate = tolerate_damage(scans, collate_segmentation, recipe.data.skip_damaged)
+        loader = run.loader(dataset, collate, recipe.data.batch_size, recipe.data.num_workers, seed=seed,
+                            drop_last=False)
         steps_per_epoch = loader.steps_per_epoch
         o, t = recipe.optim, recipe.train
         overrides = {HEAD_PREFIX: lr_head} if lr_head != lr and not probe else {}
@@ -183,7 +240,8 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
             optimizer=OptimizerSettings(name=o.name, lr=lr_head if probe else lr, weight_decay=o.weight_decay,
                                         momentum=o.momentum, dampening=o.dampening, lr_overrides=overrides),
             schedule=ScheduleSettings(kind=o.schedule, per_epoch=o.per_epoch),
-            steps_per_epoch=steps_per_epoch, checkpoint_every=t.checkpoint_every, log_every=t.log_every)
+            steps_per_epoch=steps_per_epoch, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
+            keep_checkpoints=t.keep_checkpoints, tensorboard=t.tensorboard)
         init.update(lr=lr, lr_head=lr_head, mode=recipe.train.mode, total_steps=settings.total_steps,
                     steps_per_epoch=steps_per_epoch)
         run.write({**recipe_file(recipe), INIT_JSON: json.dumps(init, indent=1) + "\n"})
@@ -193,8 +251,18 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
         recalibrate = recalibrate_at_last_step(settings.total_steps, recipe.train.recalibrate_bn_batches,
                                                loader.batches, lambda trained: trained.model,
                                                voxel_forward(run.device))
+        validate = None
+        if t.eval_every > 0:
+            validate = _validator(recipe, run, loader, (steps_per_epoch, settings.total_steps), class_names,
+                                  out_dir, resume)
+        if run.context.is_main and not resume:  # left by a run that died before its first checkpoint
+            for stale in (BEST_CHECKPOINT, LAST_CHECKPOINT):
+                (out_dir / stale).unlink(missing_ok=True)
         result = run.train(method, loader, settings, recipe=config.to_dict(recipe), resume=resume,
-                           stop_at=stop_at, step_callback=recalibrate)
+                           stop_at=stop_at, step_callback=_chain(recalibrate, validate))
+        if result.position.step == settings.total_steps and run.context.is_main:
+            save_handoff_checkpoint(out_dir / LAST_CHECKPOINT, method=method, position=result.position,
+                                    recipe=config.to_dict(recipe))
         t1 = time.perf_counter()
         metrics = evaluate(method.model, val_source, segmentation_settings(recipe), class_names,
                            recipe.data.val_split, recipe.data.dataset, recipe.data.eval_batch_size,
@@ -204,7 +272,9 @@ def run_downstream(recipe: FinetuneRecipe, out_dir: str | Path, weights: str | P
                  "mode", "lr", "lr_head", "total_steps", "steps_per_epoch")}, "epochs": recipe.train.epochs},
                  "weights": init["weights"], "pretrained_method": (init["pretrained"] or {}).get("method"),
                  "steps_done": result.position.step, "wall_time_s": wall}
-        metrics = replace(metrics, extra=extra)
+        if validate is not None:
+            extra["best_val_miou"] = None if validate.best == float("-inf") else validate.best
+        metrics = replace(metrics, extra={**metrics.extra, **extra})
         if run.context.is_main:
             write_json(out_dir / METRICS_JSON, metrics.to_dict())
         return FinetuneRun(out_dir, metrics, result, init, subset_info, wall)

@@ -80,7 +80,9 @@ def object_train_settings(
         precision="bf16" if t.amp and device.type == "cuda" else "fp32",
         grad_clip_norm=o.grad_clip if o.grad_clip > 0 else None,
         checkpoint_every=t.checkpoint_every,
+        keep_checkpoints=t.keep_checkpoints,
         log_every=t.log_every,
+        tensorboard=t.tensorboard,
     )
 
 

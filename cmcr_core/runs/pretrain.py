@@ -19,6 +19,7 @@ import torch
 from cmcr_core import config
 from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.batch import collate
+from cmcr_core.data.integrity import tolerate_damage
 from cmcr_core.data.pretrain_dataset import ExtrasHook, PairedSource, PipelineSettings, PretrainDataset
 from cmcr_core.engine import distributed
 from cmcr_core.engine.batch_norm import recalibrate_at_last_step
@@ -83,7 +84,9 @@ def train_settings(recipe: PretrainRecipe, steps_per_epoch: int, device: torch.d
         precision="bf16" if t.amp and device.type == "cuda" else "fp32",
         grad_clip_norm=o.grad_clip if o.grad_clip > 0 else None,
         checkpoint_every=t.checkpoint_every,
+        keep_checkpoints=t.keep_checkpoints,
         log_every=t.log_every,
+        tensorboard=t.tensorboard,
     )
 
 
@@ -126,12 +129,12 @@ def run_pretraining(
     check_run_folder(recipe, out_dir, resume)
     with open_run(out_dir, recipe.train.device, recipe.train.seed) as run:
         source = open_source(recipe) if source is None else source
-        dataset = PretrainDataset(
+        dataset, collate_fn = tolerate_damage(PretrainDataset(
             source, pipeline_settings(recipe), seed=recipe.train.seed, extras_hook=extras_hook(recipe)
-        )
+        ), collate, d.skip_damaged)
         too_small = (f"split {d.split!r} has {len(dataset)} samples: fewer than one batch of {d.batch_size} "
                      "per process (lower data.batch_size)")
-        loader = run.loader(dataset, collate, d.batch_size, d.num_workers, seed=recipe.train.seed,
+        loader = run.loader(dataset, collate_fn, d.batch_size, d.num_workers, seed=recipe.train.seed,
                             too_small=too_small)
         method = build_method(recipe)
         method.student = distributed.convert_sync_batchnorm(method.student, run.context)

@@ -1,7 +1,9 @@
 """What a run folder holds, named once, and the checks and writes every workflow makes on its folder.
 
-A training run folder holds ``recipe.yaml`` (the resolved recipe), ``metrics.jsonl`` (the engine's log)
-and ``checkpoint.pt`` (the engine's checkpoint, docs/checkpoints.md); a workflow adds its own results:
+A training run folder holds ``recipe.yaml`` (the resolved recipe), ``metrics.jsonl`` (the engine's log),
+``checkpoint.pt`` (the engine's checkpoint, docs/checkpoints.md) and, with ``train.tensorboard``, the same
+log as TensorBoard event files in ``tensorboard/``; fine-tuning adds ``last.pt`` (the finished network)
+and, when it validates, ``best.pt`` (the best validated one); a workflow adds its own results:
 ``metrics.json`` (evaluation), ``init.json`` (how a downstream network was initialised), ``teacher.pt``
 (a trained teacher), ``structure.json`` (analysis), ``class_embeddings.npy`` (zero-shot). Several seeds
 of one run live in ``seed<S>/`` folders under it.
@@ -21,7 +23,9 @@ from cmcr_core.engine.loop import METRICS_NAME
 from cmcr_core.ops.atomic import atomic_write_text
 
 __all__ = [
+    "BEST_CHECKPOINT",
     "CHECKPOINT",
+    "LAST_CHECKPOINT",
     "CLASS_EMBEDDINGS",
     "INIT_JSON",
     "METRICS_JSON",
@@ -40,6 +44,8 @@ __all__ = [
 
 RECIPE_YAML = "recipe.yaml"
 CHECKPOINT = CHECKPOINT_NAME  # written by the engine
+BEST_CHECKPOINT = "best.pt"  # fine-tuning: the network of the best validation (docs/finetune.md)
+LAST_CHECKPOINT = "last.pt"  # fine-tuning: the network after the last step (what metrics.json scores)
 METRICS_JSONL = METRICS_NAME  # written by the engine
 METRICS_JSON = "metrics.json"
 INIT_JSON = "init.json"
