@@ -6,6 +6,7 @@ import typer
 
 from cmcr_cli import analyze as analyze_cli
 from cmcr_cli import demo as demo_cli
+from cmcr_cli import evaluate as evaluate_cli
 from cmcr_cli import finetune as finetune_cli
 from cmcr_cli import prepare, pretrain, recipe
 from cmcr_cli import teacher as teacher_cli
@@ -34,6 +35,7 @@ app.add_typer(teacher_cli.app, name="teacher")
 app.command("pretrain", cls=CmcrCommand)(pretrain.pretrain)
 app.command("finetune", cls=CmcrCommand)(finetune_cli.finetune)
 app.command("probe", cls=CmcrCommand)(finetune_cli.probe)
+app.command("evaluate", cls=CmcrCommand)(evaluate_cli.evaluate)
 app.add_typer(analyze_cli.app, name="analyze")
 app.command("zeroshot", cls=CmcrCommand)(zeroshot_cli.zeroshot)
 app.command("demo", cls=CmcrCommand)(demo_cli.demo)

@@ -23,6 +23,7 @@ __all__ = [
     "demo",
     "detect_recipe_kind",
     "dump_recipe",
+    "evaluate",
     "evaluate_teacher",
     "finetune",
     "list_recipes",
@@ -195,6 +196,24 @@ def finetune(recipe: Any, mode: str, out: str | Path | None = None, weights: str
     from cmcr_core.runs.finetune import run_mode
 
     return run_mode(recipe, mode, out, seeds, weights=weights, **segmentation).report()
+
+
+def evaluate(weights: str | Path, data: str | Path | None = None, split: str | None = None, tta: bool = False,
+             out: str | Path | None = None, overwrite: bool = False,
+             export_predictions: str | Path | None = None, device: str = "auto",
+             batch_size: int | None = None) -> Any:
+    """`cmcr evaluate`: a fine-tuned run (its best.pt, last.pt or checkpoint.pt) or checkpoint scored on a
+    split (``cmcr_core.runs.evaluate.run_evaluate``); `out` receives metrics.json (an `out` holding cmcr
+    output is replaced only with ``overwrite``). Returns the result (``report()``)."""
+    from cmcr_core.runs.evaluate import find_weights, run_evaluate
+
+    check_checkpoint(find_weights(weights))
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if out is not None:
+        _claim(out, overwrite)
+    return run_evaluate(weights, data, split, tta, out, export_predictions, device=resolve_device(device),
+                        batch_size=batch_size)
 
 
 def train_teacher(recipe: config.TeacherTrainRecipe, out: str | Path | None = None,

@@ -138,7 +138,7 @@ class VerifyReport:
     files: int = 0
     samples: int = 0
     damage: list[Damage] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)  # files without checksums (written before 0.2.1)
+    unchecked: list[str] = field(default_factory=list)  # files written before shards carried checksums
     rebuilt: list[str] = field(default_factory=list)  # files rebuilt by --retry-failed
 
     @property

@@ -155,7 +155,7 @@ class _OpenShard:
         self.checksums = read_text_attribute(self.file.attrs, "checksums") == CHECKSUMS
         if not self.checksums and path not in _UNCHECKED_WARNED:
             _UNCHECKED_WARNED.add(path)
-            logger.warning("%s carries no checksums (prepared by cmcr 0.2.0 or earlier): damage in it cannot "
+            logger.warning("%s carries no checksums (prepared before shards had them): damage in it cannot "
                            "be detected; prepare the folder again to add them", path)
 
 

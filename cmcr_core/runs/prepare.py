@@ -183,8 +183,8 @@ class VerifyRun:
                                f"{found.root} --retry-failed` rebuilds them from the raw dataset",
                                highlight=False))
         if found.unchecked:
-            blocks.append(Line(f"{len(found.unchecked)} files carry no checksums (prepared by cmcr 0.2.0 or "
-                               "earlier; silent damage in them cannot be seen): " + ", ".join(found.unchecked)
+            blocks.append(Line(f"{len(found.unchecked)} files carry no checksums (prepared before shards had "
+                               "them; silent damage in them cannot be seen): " + ", ".join(found.unchecked)
                                + "; prepare the folder again to add them", highlight=False))
         if self.after is not None:
             after = self.after

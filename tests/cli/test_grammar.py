@@ -24,9 +24,9 @@ runner = CliRunner()
 # Written out here, independently of the code: what each command does (docs/cli.md's table).
 WRITES = {"prepare synthetic", "prepare nuscenes", "prepare semantickitti", "prepare objects",
           "teacher train", "teacher eval", "pretrain", "finetune", "probe", "analyze", "analyze toy",
-          "zeroshot", "demo"}
+          "zeroshot", "demo", "evaluate"}
 COMPUTES = {"prepare objects", "teacher train", "teacher eval", "pretrain", "finetune", "probe", "analyze",
-            "zeroshot", "demo"}
+            "zeroshot", "demo", "evaluate"}
 CPU_ONLY = {"analyze toy"}  # computes on the CPU only: --threads, no --device
 OLD_NAMES = {"--root", "--world", "--eval-world", "--targets-from", "--force", "--teacher-size",
              "--teacher-file"}
@@ -54,7 +54,7 @@ def options(command: Any) -> set[str]:
 
 
 def test_the_walk_finds_every_command():
-    readers = {"prepare info", "recipe list", "recipe show", "teacher info"}
+    readers = {"prepare info", "prepare verify", "recipe list", "recipe show", "teacher info"}
     assert WRITES | COMPUTES | readers <= set(commands())
 
 
@@ -72,6 +72,8 @@ def test_inputs_and_outputs_have_one_name_each():
             assert "--threads" in names
     assert "--dataroot" in options(commands()["prepare semantickitti"])
     assert "--data" in options(commands()["prepare info"])
+    assert "--data" in options(commands()["prepare verify"])
+    assert "--weights" in options(commands()["evaluate"])
 
 
 def test_every_boolean_option_is_a_flag_and_help_shows_no_placeholder():

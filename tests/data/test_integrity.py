@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -169,7 +168,8 @@ def test_kitti_sequence_files_carry_checksums_too(kitti: Path, tmp_path: Path, d
     if dataset == "scan":
         touched = list(range(extent[0], extent[1]))
     else:
-        touched = [r for r in range(len(offsets) - 1) if offsets[r] < extent[1] and offsets[r + 1] > extent[0]]
+        touched = [r for r in range(len(offsets) - 1)
+                   if offsets[r] < extent[1] and offsets[r + 1] > extent[0]]
     expected = {(f"08/{r:06d}", dataset) for r in touched}
     report = verify_prepared(root)
     assert {(d.token, d.dataset) for d in report.damage} == expected

@@ -13,7 +13,8 @@ The scene model is the one of the nuScenes writer (`generate_scene`, `lidar_swee
 mounted 1.73 m above the ground; the beam pattern is HDL-64E-like (64 beams, +2.0 deg to −24.9 deg).
 Fine lidarseg classes are mapped to raw SemanticKITTI ids by `FINE_TO_KITTI_RAW`; instance ids are 0 (the
 world has no object instances). Classes the world does not contain (pole, traffic-sign, trunk, parking,
-bicyclist, motorcyclist) never occur: evaluation lists them as absent.
+bicyclist, motorcyclist) never occur: evaluation lists them as absent. As in the real release, the
+sequences of the test split (11–21) get no `labels/` folder: they are predicted, never scored.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 
 from cmcr_core.data.labels import FINE_CLASS_NAMES
 from cmcr_core.data.synthetic import LidarModel, generate_scene, lidar_sweep, sensor_to_world
+
+FIRST_TEST_SEQUENCE = 11  # sequences 11-21 are the test split: no labels in the release
 
 __all__ = [
     "FINE_TO_KITTI_RAW",
@@ -141,8 +144,10 @@ def write_semantickitti_world(
     written = 0
     for index, name in enumerate(names):
         folder = target / name
+        labelled = int(name) < FIRST_TEST_SEQUENCE
         (folder / "velodyne").mkdir(parents=True)
-        (folder / "labels").mkdir()
+        if labelled:
+            (folder / "labels").mkdir()
         scene = generate_scene(seed, index, (scans_per_sequence - 1) * scan_interval_s + 0.05)
         poses, times = [], []
         first_inverse = None
@@ -156,8 +161,10 @@ def write_semantickitti_world(
             raw = lut[sweep.labels.astype(np.int64)]
             stem = f"{k:06d}"
             (folder / "velodyne" / f"{stem}.bin").write_bytes(scan.tobytes())
-            (folder / "labels" / f"{stem}.label").write_bytes(raw.astype(np.uint32).tobytes())
-            written += scan.nbytes + raw.nbytes
+            written += scan.nbytes
+            if labelled:
+                (folder / "labels" / f"{stem}.label").write_bytes(raw.astype(np.uint32).tobytes())
+                written += raw.nbytes
             points_per_scan.append(len(scan))
             velo_pose = _pose_matrix(origin, rotation)
             if first_inverse is None:
