@@ -34,6 +34,7 @@ from cmcr_core.config import PretrainRecipe
 from cmcr_core.data.labels import EVALUATED_CLASS_NAMES
 from cmcr_core.data.transforms import crop_pairings, resize_crop_image
 from cmcr_core.engine.method import Method
+from cmcr_core.ops.progress import track
 from cmcr_core.sparse import SparseTensor
 from cmcr_core.sparse.voxelize import voxelize
 
@@ -114,7 +115,7 @@ def select_points(source: Sequence[Any], per_class: int = 5000, seed: int = 0, s
     empty = np.zeros((0, 6))
     best = [empty] * num_classes  # per class: rows [key, scan, point, camera, row, col]
     available = np.zeros(num_classes, dtype=np.int64)
-    for s in range(len(source)):
+    for s in track(range(len(source)), len(source), f"sample points {split}".strip(), "scans"):
         item = source[s]
         labels = item.labels
         if labels is None:
@@ -205,7 +206,8 @@ def extract_features(
     teacher_rows: list[np.ndarray] = []
     starts = np.flatnonzero(np.r_[True, selection.scan[1:] != selection.scan[:-1]])
     bounds = np.r_[starts, len(selection.scan)]
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    spans = zip(bounds[:-1], bounds[1:], strict=True)
+    for lo, hi in track(spans, len(starts), "features", "scans"):
         item = source[int(selection.scan[lo])]
         points = torch.from_numpy(np.ascontiguousarray(item.points, dtype=np.float32))
         vox = voxelize(points, d.voxel_size, d.cylindrical)
