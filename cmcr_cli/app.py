@@ -9,6 +9,7 @@ from cmcr_cli import demo as demo_cli
 from cmcr_cli import evaluate as evaluate_cli
 from cmcr_cli import finetune as finetune_cli
 from cmcr_cli import prepare, pretrain, recipe
+from cmcr_cli import render as render_cli
 from cmcr_cli import teacher as teacher_cli
 from cmcr_cli import zeroshot as zeroshot_cli
 from cmcr_cli.grammar import VERSION_OPTION, CmcrCommand, CmcrGroup
@@ -38,6 +39,7 @@ app.command("probe", cls=CmcrCommand)(finetune_cli.probe)
 app.command("evaluate", cls=CmcrCommand)(evaluate_cli.evaluate)
 app.add_typer(analyze_cli.app, name="analyze")
 app.command("zeroshot", cls=CmcrCommand)(zeroshot_cli.zeroshot)
+app.command("render", cls=CmcrCommand)(render_cli.render)
 app.command("demo", cls=CmcrCommand)(demo_cli.demo)
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "prepared_summary",
     "pretrain",
     "read_teacher_file",
+    "render",
     "resolve_device",
     "set_threads",
     "toy",
@@ -214,6 +215,23 @@ def evaluate(weights: str | Path, data: str | Path | None = None, split: str | N
         _claim(out, overwrite)
     return run_evaluate(weights, data, split, tta, out, export_predictions, device=resolve_device(device),
                         batch_size=batch_size)
+
+
+def render(data: str | Path, out: str | Path, sample: str = "0", split: str | None = None,
+           weights: str | Path | None = None, device: str = "auto", overwrite: bool = False,
+           extent: float = 40.0) -> Any:
+    """`cmcr render`: a PNG of one prepared scan, with a fine-tuned run's prediction or a pretraining
+    checkpoint's features when `weights` is given (``cmcr_core.runs.render.render_scan``); an existing
+    `out` is replaced only with ``overwrite``."""
+    from cmcr_core.runs.evaluate import find_weights
+    from cmcr_core.runs.render import render_scan
+
+    if weights is not None:
+        check_checkpoint(find_weights(weights))
+    if not extent > 0:
+        raise ValueError(f"--extent must be > 0 metres, got {extent}")
+    _claim(out, overwrite)
+    return render_scan(data, out, sample, split, weights, device=resolve_device(device), extent=extent)
 
 
 def train_teacher(recipe: config.TeacherTrainRecipe, out: str | Path | None = None,

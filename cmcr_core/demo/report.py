@@ -173,8 +173,20 @@ def collect(out: str | Path, settings: dict[str, Any], invocation: dict[str, Any
         "cmcr_vs_methods": method_comparison(segmentation, seeds),
         "structure": structure,
         "plots": plots,
+        "predictions": _predictions(out, segmentation["finetune"]),
         "verdict": verdict(segmentation, seeds, settings["mode"] == "quick"),
     }
+
+
+def _predictions(out: Path, finetune: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pictures of the best and the worst fine-tuned model (`pictures/finetune_<role>_<model>.png`)."""
+    found = []
+    for role in ("best", "worst"):
+        for path in sorted((out / "pictures").glob(f"finetune_{role}_*.png")):
+            model = path.stem.removeprefix(f"finetune_{role}_")
+            found.append({"role": role, "model": model, "miou": finetune.get(model, {}).get("mean"),
+                          "picture": str(path.relative_to(out))})
+    return found
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -276,6 +288,10 @@ def _structure_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fmt_percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [f"# cmcr demo report ({s['mode']})", "",
@@ -287,6 +303,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _miou_tables(report)
     lines += _comparison_table(report)
     lines += _structure_table(report)
+    if report.get("predictions"):
+        lines += ["## Predictions of the best and the worst fine-tuned model", "",
+                  "The first mini_val scan from above, coloured by the labels, the prediction and its errors "
+                  "(red), and the points on the six cameras (`cmcr render`).", ""]
+        for item in report["predictions"]:
+            lines += [f"![{item['role']}: {item['model']}, mIoU {_fmt_percent(item['miou'])}]"
+                      f"({item['picture']})", ""]
     lines += ["## Plots", ""]
     for rel in report["plots"]:
         name = Path(rel).name

@@ -252,6 +252,24 @@ def _analysis_stage(stages: _Stages, plan: DemoPlan, out: Path, prepared: Path,
     return folder
 
 
+def _prediction_pictures(out: Path, prepared: Path) -> list[Path]:
+    """`pictures/finetune_{best,worst}_<model>.png`: the first mini_val scan as predicted by the first seed
+    of the fine-tuned model with the highest and the lowest mean mIoU (kept when already drawn)."""
+    from cmcr_core.runs.render import render_scan
+    from cmcr_core.runs.run_folder import read_json, seed_folder
+
+    scores = {name: read_json(out / "finetune" / name / METRICS_JSON) for name in MODELS}
+    ranked = sorted(MODELS, key=lambda name: scores[name]["miou"]["mean"])
+    written = []
+    for role, name in (("best", ranked[-1]), ("worst", ranked[0])):
+        picture = out / "pictures" / f"finetune_{role}_{name}.png"
+        if not picture.is_file():
+            run = seed_folder(out / "finetune" / name, scores[name]["seeds"][0])
+            render_scan(prepared, picture, sample="0", split="mini_val", weights=run)
+        written.append(picture)
+    return written
+
+
 def run_demo(out: str | Path, quick: bool = False, seeds: int | None = None, threads: int = 2,
              force: bool = False, recipes_dir: str | Path | None = None,
              say: Callable[[str], None] = print, device: str = "auto") -> DemoResult:
@@ -282,6 +300,7 @@ def run_demo(out: str | Path, quick: bool = False, seeds: int | None = None, thr
             _downstream_stage(stages, plan, out, recipes_dir, prepared, protocol, name, checkpoints.get(name))
     _analysis_stage(stages, plan, out, prepared, checkpoints)
     say(f"[7/{STAGES}] writing the report ...")
+    _prediction_pictures(out, prepared)
     invocation = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "threads": threads,
                   "ran": stages.ran, "skipped": stages.skipped}
     report = demo_report.collect(out, plan.settings(), invocation)

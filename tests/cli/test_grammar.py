@@ -24,9 +24,9 @@ runner = CliRunner()
 # Written out here, independently of the code: what each command does (docs/cli.md's table).
 WRITES = {"prepare synthetic", "prepare nuscenes", "prepare semantickitti", "prepare objects",
           "teacher train", "teacher eval", "pretrain", "finetune", "probe", "analyze", "analyze toy",
-          "zeroshot", "demo", "evaluate"}
+          "zeroshot", "demo", "evaluate", "render"}
 COMPUTES = {"prepare objects", "teacher train", "teacher eval", "pretrain", "finetune", "probe", "analyze",
-            "zeroshot", "demo", "evaluate"}
+            "zeroshot", "demo", "evaluate", "render"}
 CPU_ONLY = {"analyze toy"}  # computes on the CPU only: --threads, no --device
 OLD_NAMES = {"--root", "--world", "--eval-world", "--targets-from", "--force", "--teacher-size",
              "--teacher-file"}

@@ -76,6 +76,11 @@ def test_report_holds_every_table_and_plot(quick_demo: Path) -> None:
         path = quick_demo / link
         assert path.is_file(), f"report.md links {link}, which does not exist"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{link} is not a PNG"
+    finetune = {m: json.loads((quick_demo / "finetune" / m / "metrics.json").read_text())["miou"]["mean"]
+                for m in ALL_MODELS}
+    best, worst = max(finetune, key=finetune.get), min(finetune, key=finetune.get)
+    assert [link for link in links if link.startswith("pictures/")] == [
+        f"pictures/finetune_best_{best}.png", f"pictures/finetune_worst_{worst}.png"]
     verdict = _section(text, "## Verdict").strip()
     assert "random initialisation" in verdict and "--quick" in verdict
 
