@@ -58,8 +58,11 @@ def _size(text: str) -> tuple[int, int] | str | None:
 @app.callback(invoke_without_command=True)
 def analyze(
     ctx: typer.Context,
-    weights: list[Path] = typer.Option(..., "--weights", help="Pretraining checkpoint (repeatable)."),
-    data: Path = typer.Option(..., "--data", help="Prepared folder."),
+    weights: list[Path] = typer.Option(None, "--weights", help="Pretraining checkpoint (repeatable)."),
+    data: Path = typer.Option(None, "--data", help="Prepared folder (with --weights)."),
+    features: list[Path] = typer.Option(
+        None, "--features", help="Instead of --weights and --data: a .npz of student, teacher and label "
+        "arrays computed anywhere (repeatable, one per model; docs/analysis.md)."),
     out: Path = typer.Option(..., "--out", help="Output folder (structure.json, PNGs)."),
     split: str = typer.Option("val", "--split", help="Analysed split of the prepared folder."),
     per_class: int = typer.Option(5000, "--per-class", help="Sampled features per class (16 classes)."),
@@ -82,9 +85,10 @@ def analyze(
     size = _size(teacher_image_size)
     setup_logging()
     run_or_fail(api.set_threads, threads)
-    result = run_or_fail(api.analyze, weights, data, out, device, overwrite=overwrite, split=split,
-                         per_class=per_class, seed=seed, teacher_input_size=size,
-                         export_features=export_features, miou_file=miou_file)
+    options = {"split": split, "per_class": per_class, "seed": seed, "teacher_input_size": size,
+               "export_features": export_features} if not features else {}
+    result = run_or_fail(api.analyze, weights or [], data, out, device, overwrite=overwrite,
+                         features=features or [], miou_file=miou_file, **options)
     _print_table(result.report)
     console.print(f"results in {result.out_dir}: " + ", ".join(p.name for p in result.files), highlight=False)
 
@@ -105,8 +109,8 @@ def _print_table(report: dict) -> None:
                   m["tolerance_2d"], m["delta_tolerance"], m["modality_gap"], m["alignment"])
         table.add_row(name, *(f"{v:.3f}" for v in values))
     console.print(table)
-    console.print("methods: " + ", ".join(f"{n} = {m['method']}" for n, m in report["models"].items()),
-                  highlight=False)
+    console.print("methods: " + ", ".join(f"{n} = {m.get('method') or m['features']}"
+                                          for n, m in report["models"].items()), highlight=False)
     if selection["below_quota"]:
         console.print("below quota (all their points kept): " + ", ".join(selection["below_quota"]))
     if not report["shared_teacher"]:

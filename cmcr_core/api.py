@@ -277,12 +277,23 @@ def evaluate_teacher(path: str | Path, world: str | Path, scenes: Sequence[str] 
     return scores
 
 
-def analyze(weights: Sequence[str | Path], data: str | Path, out: str | Path, device: str = "auto",
-            overwrite: bool = False, **options: Any) -> Any:
-    """`cmcr analyze`: structure of pretrained spaces (``cmcr_core.runs.analyze.analyze_runs`` options);
-    every checkpoint is read before `out` is touched."""
-    from cmcr_core.runs.analyze import analyze_runs
+def analyze(weights: Sequence[str | Path], data: str | Path | None, out: str | Path, device: str = "auto",
+            overwrite: bool = False, features: Sequence[str | Path] = (), **options: Any) -> Any:
+    """`cmcr analyze`: structure of pretrained spaces (``cmcr_core.runs.analyze.analyze_runs`` options), or
+    of features computed elsewhere (`features`: .npz files, ``analyze_feature_files``; `miou_file` is the
+    only option then); every input is read before `out` is touched."""
+    from cmcr_core.runs.analyze import analyze_feature_files, analyze_runs, read_feature_file
 
+    if features:
+        if weights or data is not None:
+            raise ValueError("--features replaces --weights and --data: pass either the features files or "
+                             "the checkpoints and the prepared folder")
+        for path in features:
+            read_feature_file(path)
+        _claim(out, overwrite)
+        return analyze_feature_files(features, out, options.get("miou_file"), device=resolve_device(device))
+    if not weights or data is None:
+        raise ValueError("pass --weights CHECKPOINT (repeatable) and --data PREPARED, or --features FILE.npz")
     for path in weights:
         check_checkpoint(path)
     _claim(out, overwrite)

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from cmcr_core.data.labels import EVALUATED_CLASS_NAMES
-from cmcr_core.eval.features import PointSelection, extract_features, select_points
+from cmcr_core.eval.features import extract_features, select_points
 from cmcr_core.runs.pretrain import load_pretraining_run
 from cmcr_core.runs.run_folder import STRUCTURE_JSON, write_json
 
-__all__ = ["CORRELATED_METRICS", "AnalysisResult", "analyze_runs", "read_miou_file", "run_toy"]
+__all__ = ["CORRELATED_METRICS", "AnalysisResult", "analyze_feature_files", "analyze_runs",
+           "read_feature_file", "read_miou_file", "run_toy"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,11 @@ class AnalysisResult:
     files: tuple[Path, ...]
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
+def _unique_names(paths: Sequence[Path], stems: bool = False) -> list[str]:
+    """Model names: the run folders' names (`RUN/checkpoint.pt`), or with `stems` the files' names."""
     names: list[str] = []
     for path in paths:
-        base = path.parent.name or path.stem
+        base = path.stem if stems else path.parent.name or path.stem
         name, k = base, 2
         while name in names:
             name, k = f"{base}_{k}", k + 1
@@ -116,8 +118,6 @@ def analyze_runs(
         AnalysisResult.
     """
     from cmcr_core.data.prepared import PreparedDataset
-    from cmcr_core.eval import plots
-    from cmcr_core.eval.structure import compare_to_teacher, correlation, per_class_tolerance
 
     if not weights:
         raise ValueError("no model: pass at least one --weights CHECKPOINT")
@@ -140,18 +140,10 @@ def analyze_runs(
         run = load_pretraining_run(path, name, device=device)
         student, teacher = extract_features(run, source, selection, teacher_input_size, device)
         t2 = time.perf_counter()
-        x3, x2 = torch.from_numpy(student).to(device), torch.from_numpy(teacher).to(device)
-        labels = torch.from_numpy(selection.label).to(device)
-        classes = len(EVALUATED_CLASS_NAMES)
-        metrics = compare_to_teacher(x3, x2, labels, classes, block_size=block_size).as_dict()
-        tol3, _ = per_class_tolerance(x3, labels, classes)
-        tol2, _ = per_class_tolerance(x2, labels, classes)
-        per_class_t = {n: [None if np.isnan(a) else float(a), None if np.isnan(b) else float(b)]
-                       for n, a, b in zip(EVALUATED_CLASS_NAMES, tol3.tolist(), tol2.tolist(), strict=True)}
+        metrics = _measure(student, teacher, selection.label, EVALUATED_CLASS_NAMES, device, block_size)
         size = list(run.recipe.data.crop_size) if teacher_input_size == "crop" else teacher_input_size
         report["models"][name] = {"checkpoint": str(path), "method": run.recipe.method, "step": run.step,
-                                  "teacher": run.teacher, "teacher_input_size": size, **metrics,
-                                  "tolerance_per_class_3d_2d": per_class_t}
+                                  "teacher": run.teacher, "teacher_input_size": size, **metrics}
         wall["models"][name] = {"features_s": t2 - t1, "metrics_s": time.perf_counter() - t2}
         features[name] = (student, teacher)
         del run
@@ -162,6 +154,31 @@ def analyze_runs(
                                 class_names=np.asarray(EVALUATED_CLASS_NAMES), scan=selection.scan,
                                 point=selection.point)
             files.append(path_npz)
+    return _finish(out, names, features, selection.label, EVALUATED_CLASS_NAMES, report, mious, wall, files)
+
+
+def _measure(student: np.ndarray, teacher: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+             device: str | torch.device, block_size: int) -> dict[str, Any]:
+    """U/T/G/A of one model against its teacher, and the tolerance of each class on both sides."""
+    from cmcr_core.eval.structure import compare_to_teacher, per_class_tolerance
+
+    x3, x2 = torch.from_numpy(student).to(device), torch.from_numpy(teacher).to(device)
+    classes, ids = len(class_names), torch.from_numpy(labels).to(device)
+    metrics = compare_to_teacher(x3, x2, ids, classes, block_size=block_size).as_dict()
+    tol3, _ = per_class_tolerance(x3, ids, classes)
+    tol2, _ = per_class_tolerance(x2, ids, classes)
+    per_class_t = {n: [None if np.isnan(a) else float(a), None if np.isnan(b) else float(b)]
+                   for n, a, b in zip(class_names, tol3.tolist(), tol2.tolist(), strict=True)}
+    return {**metrics, "tolerance_per_class_3d_2d": per_class_t}
+
+
+def _finish(out: Path, names: list[str], features: dict[str, tuple[np.ndarray, np.ndarray]],
+            labels: np.ndarray, class_names: Sequence[str], report: dict[str, Any],
+            mious: dict[str, float] | None, wall: dict[str, Any], files: list[Path]) -> AnalysisResult:
+    """Correlations, plots and structure.json, whatever the features came from."""
+    from cmcr_core.eval import plots
+    from cmcr_core.eval.structure import correlation
+
     first_teacher = features[names[0]][1]
     report["shared_teacher"] = all(
         t.shape == first_teacher.shape and np.allclose(t, first_teacher, atol=1e-5)
@@ -174,27 +191,104 @@ def analyze_runs(
             for m in CORRELATED_METRICS
         }
     t3 = time.perf_counter()
-    files += _plots(out, names, features, selection, report, mious, plots)
+    files += _plots(out, names, features, labels, class_names, report, mious, plots)
     wall["plots_s"] = time.perf_counter() - t3
     report["wall_time_s"] = wall
     write_json(out / STRUCTURE_JSON, report)
     return AnalysisResult(out, report, (out / STRUCTURE_JSON, *files))
 
 
+def read_feature_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(student (N, D), teacher (N, D), labels (N,) in 0..K-1, class names (K,)) of a features .npz
+    (docs/analysis.md: `student`, `teacher`, `labels`, optional `class_names`; the layout
+    `--export-features` writes). Raises ValueError naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--features {path}: not a readable .npz file ({error})") from error
+    missing = [key for key in ("student", "teacher", "labels") if key not in arrays]
+    if missing:
+        raise ValueError(f"--features {path}: no {', '.join(missing)} array (it holds {sorted(arrays)}); "
+                         "the format is in docs/analysis.md")
+    student, teacher = (np.asarray(arrays[k], dtype=np.float32) for k in ("student", "teacher"))
+    labels = np.asarray(arrays["labels"])
+    if student.ndim != 2 or student.shape != teacher.shape or labels.shape != (len(student),) \
+            or len(student) < 2:
+        raise ValueError(f"--features {path}: student and teacher must be (N, D) arrays in one space (the "
+                         f"gap and the alignment compare them row by row) and labels (N,), N > 1; got "
+                         f"{student.shape}, {teacher.shape}, {labels.shape}")
+    if labels.dtype.kind not in "iu" or labels.min() < 0:
+        raise ValueError(f"--features {path}: labels must be integers 0..K-1, got {labels.dtype} "
+                         f"{labels.min()}..{labels.max()}")
+    if not (np.isfinite(student).all() and np.isfinite(teacher).all()):
+        raise ValueError(f"--features {path}: the features hold NaN or Inf")
+    labels = labels.astype(np.int64)
+    if "class_names" in arrays:
+        names = tuple(str(n) for n in arrays["class_names"])
+        if len(names) <= labels.max():
+            raise ValueError(f"--features {path}: {len(names)} class_names for labels up to {labels.max()}")
+    elif labels.max() < len(EVALUATED_CLASS_NAMES):
+        names = EVALUATED_CLASS_NAMES
+    else:
+        names = tuple(f"class {k}" for k in range(int(labels.max()) + 1))
+    return student, teacher, labels, names
+
+
+def analyze_feature_files(files: Sequence[str | Path], out_dir: str | Path,
+                          miou_file: str | Path | None = None, device: str | torch.device = "cpu",
+                          block_size: int = 4096) -> AnalysisResult:
+    """`cmcr analyze --features`: U/T/G/A, the plots and structure.json for features computed anywhere
+    (one .npz per model, `read_feature_file`; the models must share the labels, i.e. the points)."""
+    if not files:
+        raise ValueError("no features: pass at least one --features FILE.npz")
+    paths = [Path(f) for f in files]
+    names = _unique_names(paths, stems=True)
+    loaded = {name: read_feature_file(path) for name, path in zip(names, paths, strict=True)}
+    labels, class_names = loaded[names[0]][2], loaded[names[0]][3]
+    for name in names[1:]:
+        if not np.array_equal(loaded[name][2], labels):
+            raise ValueError(f"--features: {name} has other labels than {names[0]}; every file must hold "
+                             "the same points in the same order")
+    mious = read_miou_file(miou_file, names) if miou_file is not None else None
+    if mious is not None and len(names) < 3:
+        raise ValueError(f"--miou-file: a correlation needs at least 3 models, got {len(names)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = np.bincount(labels, minlength=len(class_names))
+    report: dict[str, Any] = {"features": [str(p) for p in paths], "models": {},
+                              "selection": {"num_features": int(len(labels)),
+                                            "per_class": int(counts.max()), "split": "(--features)",
+                                            "seed": None, "below_quota": [],
+                                            "sampled": {n: int(c) for n, c in zip(class_names, counts,
+                                                                                   strict=True)}}}
+    wall: dict[str, Any] = {"models": {}}
+    features = {}
+    for name, path in zip(names, paths, strict=True):
+        t0 = time.perf_counter()
+        student, teacher, _, _ = loaded[name]
+        report["models"][name] = {"features": str(path),
+                                  **_measure(student, teacher, labels, class_names, device, block_size)}
+        wall["models"][name] = {"metrics_s": time.perf_counter() - t0}
+        features[name] = (student, teacher)
+    return _finish(out, names, features, labels, class_names, report, mious, wall, [])
+
+
 def _plots(out: Path, names: list[str], features: dict[str, tuple[np.ndarray, np.ndarray]],
-           selection: PointSelection, report: dict[str, Any], mious: dict[str, float] | None,
-           plots: Any) -> list[Path]:
+           labels: np.ndarray, class_names: Sequence[str], report: dict[str, Any],
+           mious: dict[str, float] | None, plots: Any) -> list[Path]:
     files = []
-    labels, models = selection.label, report["models"]
+    models = report["models"]
     teacher_title = "teacher (2D)" if report["shared_teacher"] else f"teacher of {names[0]} (2D)"
     sets = {teacher_title: features[names[0]][1], **{f"{n} (3D)": features[n][0] for n in names}}
-    files.append(plots.plot_pca_scatter(sets, labels, out / "pca.png", EVALUATED_CLASS_NAMES,
+    files.append(plots.plot_pca_scatter(sets, labels, out / "pca.png", class_names,
                                         title="PCA of sampled features, coloured by class"))
     for name in names:
         student, teacher = features[name]
         gap = models[name]["modality_gap"]
         files.append(plots.plot_pca_scatter({"teacher (2D)": teacher, f"{name} (3D)": student}, labels,
-                                            out / f"pca_joint_{name}.png", EVALUATED_CLASS_NAMES, joint=True,
+                                            out / f"pca_joint_{name}.png", class_names, joint=True,
                                             title=f"{name}: joint PCA (modality gap {gap:.3f})"))
     bars = {n: {"U": models[n]["uniformity_3d"], "T": models[n]["tolerance_3d"],
                 "G": models[n]["modality_gap"]} for n in names}

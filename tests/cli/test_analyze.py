@@ -119,7 +119,8 @@ def test_analyze_toy_one_cluster(tmp_path):
 
 def test_analyze_errors_are_clear(runs, prepared_world, tmp_path):
     result = runner.invoke(app, ["analyze", "--data", str(prepared_world), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "Missing option '--weights'" in result.output  # marked required
+    assert result.exit_code == 2 and "--weights CHECKPOINT (repeatable) and --data PREPARED, or --features" \
+        in " ".join(result.output.split())
     bad = tmp_path / "miou.json"
     bad.write_text(json.dumps({"relational": 0.3}))
     args = ["analyze", "--data", str(prepared_world), "--out", str(tmp_path / "out"), "--miou-file", str(bad)]
@@ -129,3 +130,55 @@ def test_analyze_errors_are_clear(runs, prepared_world, tmp_path):
     assert result.exit_code == 2 and "no mIoU for model(s) ['similarity', 'contrastive']" in result.output
     result = runner.invoke(app, ["analyze", "toy", "--clusters", "2"])
     assert result.exit_code == 2 and "--clusters must be 1 or 3" in result.output
+
+
+def _clustered(rng: np.random.Generator, labels: np.ndarray, dim: int, spread: float) -> np.ndarray:
+    centres = rng.standard_normal((labels.max() + 1, dim))
+    return (centres[labels] + spread * rng.standard_normal((len(labels), dim))).astype(np.float32)
+
+
+def test_analyze_features_computed_elsewhere(tmp_path):
+    """`--features`: the same metrics and plots for arrays that never saw a cmcr checkpoint."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 15)
+    teacher = _clustered(rng, labels, 8, 0.3)
+    files = {}
+    for name, spread in (("tight", 0.2), ("loose", 2.0)):
+        files[name] = tmp_path / f"{name}.npz"
+        np.savez(files[name], student=_clustered(rng, labels, 8, spread), teacher=teacher, labels=labels,
+                 class_names=np.array(["road", "car", "tree", "wall"]))
+    out = tmp_path / "analysis"
+    result = runner.invoke(app, ["analyze", "--features", str(files["tight"]), "--features",
+                                 str(files["loose"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "structure.json").read_text())
+    assert report["shared_teacher"] and report["selection"]["num_features"] == 60
+    for name, path in files.items():
+        arrays = np.load(path)
+        naive = _naive_metrics(arrays["student"], arrays["teacher"], labels)
+        got = report["models"][name]
+        for key, value in naive.items():
+            assert got[key] == pytest.approx(value, abs=2e-5), key
+        assert set(got["tolerance_per_class_3d_2d"]) == {"road", "car", "tree", "wall"}
+    assert report["models"]["tight"]["tolerance_3d"] > report["models"]["loose"]["tolerance_3d"]
+    for name in ("pca.png", "structure_bars.png", "pca_joint_tight.png", "pca_joint_loose.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG"
+
+
+def test_analyze_features_errors_name_the_file(tmp_path, runs):
+    labels = np.repeat(np.arange(3), 4)
+    np.savez(tmp_path / "no_teacher.npz", student=np.ones((12, 4)), labels=labels)
+    np.savez(tmp_path / "a.npz", student=np.eye(12)[:, :6], teacher=np.eye(12)[:, 6:], labels=labels)
+    np.savez(tmp_path / "b.npz", student=np.eye(12)[:, :6], teacher=np.eye(12)[:, 6:], labels=labels[::-1])
+    cases = [
+        (["--features", str(tmp_path / "no_teacher.npz")], "no_teacher.npz: no teacher array"),
+        (["--features", str(tmp_path / "a.npz"), "--features", str(tmp_path / "b.npz")],
+         "b has other labels"),
+        (["--features", str(tmp_path / "a.npz"), "--weights", str(runs["relational"])],
+         "--features replaces --weights and --data"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(app, ["analyze", *args, "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
+        assert not (tmp_path / "out").exists()

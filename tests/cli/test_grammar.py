@@ -100,9 +100,9 @@ def test_version():
 def test_analyze_marks_its_required_options_and_its_subcommand_needs_none(tmp_path: Path):
     analyze = commands()["analyze"]
     required = {p.opts[0] for p in analyze.params if getattr(p, "required", False)}
-    assert required == {"--weights", "--data", "--out"}
+    assert required == {"--out"}  # and either --weights with --data, or --features
     result = runner.invoke(app, ["analyze", "--data", "d", "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "Missing option '--weights'" in result.output
+    assert result.exit_code == 2 and "pass --weights CHECKPOINT" in " ".join(result.output.split())
     result = runner.invoke(app, ["analyze", "toy", "--clusters", "2"])  # reaches the toy's own check
     assert result.exit_code == 2 and "--clusters must be 1 or 3" in result.output
 
