@@ -188,7 +188,9 @@ class Check:
     def stage(self, name: str, fn: Callable[[float], Any], needs: tuple[str, ...] = ()) -> Any:
         record: dict[str, Any] = {"ok": False}
         self.result["stages"][name] = record
-        broken = [n for n in needs if not self.result["stages"].get(n, {}).get("ok")]
+        # A stage left out with --stages counts as done (a rerun on a kept --work folder reuses its output).
+        broken = [n for n in needs if not self.result["stages"].get(n, {}).get("ok")
+                  and self.result["stages"].get(n, {}).get("skipped") != "not selected"]
         remaining = self.deadline - time.monotonic() - RESERVE_S
         if name not in self.args.stages:
             record["skipped"] = "not selected"

@@ -5,7 +5,7 @@ torch.profiler trace (a pure function of the trace's events, tested on CPU).
 * `sparse_step`: MinkUNet34C forward (eval, no_grad) and training step (train mode, forward + backward of
   a mean-of-squares loss) on a batch of synthetic 32-beam scans (`sparse_unet.make_input`), in float32 or
   under bfloat16 autocast; min of N runs after one warm-up; peak memory (`torch.cuda.max_memory_allocated`
-  above what was allocated before the run; CUDA only); useful FLOPs (`sparse_unet.useful_gflop`) per
+  above the model and input, gradients included; CUDA only); useful FLOPs (`sparse_unet.useful_gflop`) per
   second against the dense GEMM rate of the same dtype measured in the same process
   (`sparse_unet.worker_gemm`). A training step counts 3x the forward FLOPs (forward, input and weight
   gradients).
@@ -101,14 +101,15 @@ def sparse_step(device: str, dtype: str, batch: int, azimuths: int, planes: list
 
     for name, fn, mode in (("forward", forward, False), ("train_step", train_step, True)):
         model.train(mode)
-        model.zero_grad(set_to_none=True)
         fn()  # warm-up: allocator, cuBLAS handles, first-call costs
+        model.zero_grad(set_to_none=True)
         if cuda:
             torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
+            base = torch.cuda.memory_allocated()  # model and input
             torch.cuda.reset_peak_memory_stats()
         best, map_s = float("inf"), None
         for _ in range(repeats):
+            model.zero_grad(set_to_none=True)  # outside the timed step: every step allocates its gradients
             result, wall, _ = sparse_unet._timed(device, fn)
             if wall < best:
                 best = wall
