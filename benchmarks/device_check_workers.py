@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 # is reported in `annotations_missing` (its time then lands in a coarser category).
 ANNOTATIONS = (
     ("cmcr_core.models.minkunet", "MinkUNetTrunk.forward_features", "student"),
-    ("cmcr_core.models.teacher", "FrozenTeacher.forward", "teacher"),
+    ("cmcr_core.models.frozen_teacher", "FrozenTeacher.forward", "teacher"),
     ("cmcr_core.sparse.functional", "_forward", "sparse_conv"),
     ("cmcr_core.sparse.functional", "_backward", "sparse_conv"),
     *(("cmcr_core.sparse.manager", f"CoordinateManager.{name}", "kernel_maps")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cmcr_core.losses.chamfer import chamfer_l1, chamfer_l2
-from cmcr_core.losses.cmcm import code_matching_loss
+from cmcr_core.losses.code_matching import code_matching_loss
 from cmcr_core.losses.codebook import UnifiedCodebook
 from cmcr_core.losses.commitment import commitment_losses
 from cmcr_core.losses.contrastive_distill import contrastive_distill_loss
@@ -23,7 +23,8 @@ from cmcr_core.losses.point_info_nce import PointInfoNCE
 from cmcr_core.losses.relational import relational_loss
 from cmcr_core.losses.similarity import similarity_loss
 from cmcr_core.losses.single_modal_contrastive import multi_positive_contrastive
-from cmcr_core.losses.superpixel_info_nce import SuperpixelInfoNCE, offset_superpixel_ids
+from cmcr_core.losses.superpixel_info_nce import SuperpixelInfoNCE
+from cmcr_core.ops.pixels import offset_superpixel_ids
 
 V, P, D, IMAGES, H, W = 30, 40, 8, 2, 5, 6
 
