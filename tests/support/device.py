@@ -28,6 +28,9 @@ DEVICE_VARIABLE = "CMCR_TEST_DEVICE"
 # another order (oneDNN pieces, CUDA atomics) for float64 and float32; for bfloat16 the rounding of the
 # inputs, of the outputs and of every addition of a scatter (2**-8 each), compounded by a few layers.
 ORACLE_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-4, torch.bfloat16: 4e-2}
+# The least relative error a float32 comparison allows off the CPU (`Tolerance.on`): the same few sums
+# reduced in another order (tree reductions, atomic adds), 2**-24 per addition over up to ~100 terms.
+DEVICE_FLOAT32 = 1e-5
 
 
 def requested_device() -> str:
@@ -81,7 +84,8 @@ def device() -> torch.device:
 
 
 class Tolerance:
-    """Error allowed against a float64 CPU oracle (`ORACLE_TOLERANCE`).
+    """Error allowed against a float64 CPU oracle (`ORACLE_TOLERANCE`), and float32 tolerances by device
+    (`on`).
 
     `check(actual, expected, dtype)`: `actual` (any device and dtype) against `expected` (float64):
     |a - e| <= tol * |e| + tol * max(1, max |e|), tol from the dtype the computation ran in (default:
@@ -93,6 +97,11 @@ class Tolerance:
         if dtype not in ORACLE_TOLERANCE:
             raise KeyError(f"no oracle tolerance for {dtype}; known: {sorted(map(str, ORACLE_TOLERANCE))}")
         return ORACLE_TOLERANCE[dtype]
+
+    def on(self, device: torch.device, cpu: float) -> float:
+        """A test's own float32 tolerance `cpu` where it runs on the CPU (unchanged), at least
+        `DEVICE_FLOAT32` on another device."""
+        return cpu if device.type == "cpu" else max(cpu, DEVICE_FLOAT32)
 
     def check(self, actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None,
               msg: str | None = None) -> None:
