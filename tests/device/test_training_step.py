@@ -49,19 +49,24 @@ def test_training_steps_on_device(device, tolerance, tmp_path) -> None:
 
 def test_nan_guard_stops_before_the_bad_step_on_device(device, tmp_path) -> None:
     """A batch with NaN features makes the loss NaN at step 2: the loop raises NonFiniteLossError naming
-    the step and the loss, and the parameters stay those left by step 1."""
+    the step and the loss, and the parameters stay those left by step 1; the running statistics of batch
+    norm took in the bad batch (as the error says: resume from the checkpoint)."""
     method = TinySegmentation(seed=1)
     bad = toy_batch(11)
     bad["feats"][0, 0] = float("nan")
     after_step: dict[int, list[torch.Tensor]] = {}
+    running_means: dict[int, list[torch.Tensor]] = {}
 
     def snapshot(step: int, trained: TinySegmentation) -> None:
         after_step[step] = [p.detach().clone() for p in trained.parameters()]
+        running_means[step] = [b.clone() for n, b in trained.named_buffers() if n.endswith("running_mean")]
 
     with pytest.raises(NonFiniteLossError) as error:
         train(method, toy_batches([toy_batch(10), bad, toy_batch(12)]), tmp_path, _settings(3),
               context=single_process_context(device), step_callback=snapshot)
     assert error.value.step == 2 and error.value.loss_name == "ce"
-    assert list(after_step) == [1]
+    assert list(after_step) == [1] and "running statistics" in str(error.value)
     for p, kept in zip(method.parameters(), after_step[1], strict=True):
         assert torch.equal(p.detach(), kept)
+    now = [b for n, b in method.named_buffers() if n.endswith("running_mean")]
+    assert running_means[1] and not all(torch.equal(a, b) for a, b in zip(now, running_means[1], strict=True))
