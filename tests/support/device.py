@@ -6,9 +6,10 @@ Device-aware tests take the `device` fixture and compute there; everything else 
 
     CMCR_TEST_DEVICE=cuda python -m pytest -q -m "gpu and not slow"     # the device-aware tests, on a GPU
 
-With `cuda`, every test that uses `device` is marked `gpu` (so `-m gpu` selects exactly the tests that run
-on the GPU); `gpu` tests skip, with the reason, where CUDA is not available. Tests that only make sense
-on a GPU carry the `gpu` marker themselves and use CUDA directly. The root conftest calls the hooks below.
+Every test that uses `device` is marked `device` (`-m device` selects them on any device); with `cuda` also
+`gpu` (so `-m gpu` selects exactly the tests that run on the GPU); `gpu` tests skip, with the reason,
+where CUDA is not available. Tests that only make sense on a GPU carry the `gpu` marker themselves and use
+CUDA directly. The root conftest calls the hooks below.
 
 Float32 on CUDA: TF32 (a 10-bit mantissa in matmuls and cuDNN convolutions) is switched off for the whole
 session, so float32 results are compared with float32 tolerances; reduced precision is tested explicitly
@@ -18,6 +19,7 @@ as bfloat16 under autocast. `tolerance` holds the error allowed against a float6
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -57,12 +59,14 @@ def configure(config: pytest.Config) -> None:
 
 
 def mark_device_tests(items: list[pytest.Item]) -> None:
-    """`pytest_collection_modifyitems`: under CUDA every test that takes `device` is marked `gpu`."""
-    if not requested_device().startswith("cuda"):
-        return
+    """`pytest_collection_modifyitems`: every test that takes `device` is marked `device` (`-m device`
+    selects the device-aware tests on any device), and under CUDA also `gpu`."""
+    cuda = requested_device().startswith("cuda")
     for item in items:
         if "device" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.gpu)
+            item.add_marker(pytest.mark.device)
+            if cuda:
+                item.add_marker(pytest.mark.gpu)
 
 
 def skip_gpu_without_cuda(item: pytest.Item) -> None:
@@ -102,6 +106,25 @@ class Tolerance:
         """A test's own float32 tolerance `cpu` where it runs on the CPU (unchanged), at least
         `DEVICE_FLOAT32` on another device."""
         return cpu if device.type == "cpu" else max(cpu, DEVICE_FLOAT32)
+
+    def rerun(self, device: torch.device) -> float:
+        """Relative error allowed between two runs of the same training: 0 on the CPU (bit-identical);
+        elsewhere the bfloat16 tolerance (the scatters' atomic adds sum in another order each run, and
+        bfloat16 autocast, on by default for CUDA pretraining, rounds those differences up to 2**-8)."""
+        return 0.0 if device.type == "cpu" else ORACLE_TOLERANCE[torch.bfloat16]
+
+    def same(self, device: torch.device, actual: Any, expected: Any, msg: str | None = None) -> None:
+        """`actual` and `expected` (tensors or lists of numbers) from two runs of the same computation on
+        `device`: equal on the CPU, within `rerun(device)` (relative to the largest value) elsewhere."""
+        if device.type == "cpu":
+            equal = torch.equal(actual, expected) if isinstance(actual, torch.Tensor) else actual == expected
+            assert equal, msg or f"{actual} != {expected}"
+            return
+        tol = self.rerun(device)
+        expected = torch.as_tensor(expected).detach().to("cpu", torch.float64)
+        scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
+        torch.testing.assert_close(torch.as_tensor(actual).detach().to("cpu", torch.float64), expected,
+                                   rtol=tol, atol=tol * scale, msg=msg)
 
     def check(self, actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None,
               msg: str | None = None) -> None:
