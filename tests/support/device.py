@@ -113,14 +113,16 @@ class Tolerance:
         bfloat16 autocast, on by default for CUDA pretraining, rounds those differences up to 2**-8)."""
         return 0.0 if device.type == "cpu" else ORACLE_TOLERANCE[torch.bfloat16]
 
-    def same(self, device: torch.device, actual: Any, expected: Any, msg: str | None = None) -> None:
+    def same(self, device: torch.device, actual: Any, expected: Any, msg: str | None = None,
+             dtype: torch.dtype | None = None) -> None:
         """`actual` and `expected` (tensors or lists of numbers) from two runs of the same computation on
-        `device`: equal on the CPU, within `rerun(device)` (relative to the largest value) elsewhere."""
+        `device`: equal on the CPU; elsewhere within `rerun(device)`, or the oracle tolerance of `dtype`
+        for a computation in that dtype (relative to the largest value)."""
         if device.type == "cpu":
             equal = torch.equal(actual, expected) if isinstance(actual, torch.Tensor) else actual == expected
             assert equal, msg or f"{actual} != {expected}"
             return
-        tol = self.rerun(device)
+        tol = self.rerun(device) if dtype is None else self(dtype)
         expected = torch.as_tensor(expected).detach().to("cpu", torch.float64)
         scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
         torch.testing.assert_close(torch.as_tensor(actual).detach().to("cpu", torch.float64), expected,
