@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,9 +116,11 @@ class Tolerance:
 
     def same(self, device: torch.device, actual: Any, expected: Any, msg: str | None = None,
              dtype: torch.dtype | None = None) -> None:
-        """`actual` and `expected` (tensors or lists of numbers) from two runs of the same computation on
-        `device`: equal on the CPU; elsewhere within `rerun(device)`, or the oracle tolerance of `dtype`
+        """`actual` and `expected` (tensors, arrays or lists of numbers) from two runs of the same computation
+        on `device`: equal on the CPU; elsewhere within `rerun(device)`, or the oracle tolerance of `dtype`
         for a computation in that dtype (relative to the largest value)."""
+        actual, expected = (torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+                            for x in (actual, expected))
         if device.type == "cpu":
             equal = torch.equal(actual, expected) if isinstance(actual, torch.Tensor) else actual == expected
             assert equal, msg or f"{actual} != {expected}"
