@@ -1,5 +1,5 @@
-"""A CLIP teacher in the pipeline: relational pretraining from a recipe, rebuild, `cmcr zeroshot --clip` (on the
-test device, CMCR_TEST_DEVICE)."""
+"""A CLIP teacher in the pipeline: relational pretraining from a recipe, rebuild, `cmcr zeroshot --clip`
+(on the test device, CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
