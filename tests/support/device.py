@@ -103,10 +103,10 @@ class Tolerance:
             raise KeyError(f"no oracle tolerance for {dtype}; known: {sorted(map(str, ORACLE_TOLERANCE))}")
         return ORACLE_TOLERANCE[dtype]
 
-    def on(self, device: torch.device, cpu: float) -> float:
-        """A test's own float32 tolerance `cpu` where it runs on the CPU (unchanged), at least
-        `DEVICE_FLOAT32` on another device."""
-        return cpu if device.type == "cpu" else max(cpu, DEVICE_FLOAT32)
+    def on(self, device: torch.device, cpu: float, other: float = DEVICE_FLOAT32) -> float:
+        """A test's own float32 tolerance `cpu` where it runs on the CPU (unchanged), at least `other`
+        (default `DEVICE_FLOAT32`; a whole network: `tolerance(torch.float32)`) on another device."""
+        return cpu if device.type == "cpu" else max(cpu, other)
 
     def rerun(self, device: torch.device) -> float:
         """Relative error allowed between two runs of the same training: 0 on the CPU (bit-identical);
