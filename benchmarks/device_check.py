@@ -15,7 +15,11 @@ Stages, each in its own subprocess with a timeout cut to what is left of the bud
   gives samples/s and the GPU-hours of one nuScenes epoch (28,130 keyframes at that per-GPU rate);
 * profile (with --profile DIR): a CMCR pretraining under torch.profiler; trace, op table, and the time
   per step split into kernel maps, gathers/scatters, GEMMs, teacher, CMCR extras, ...;
-* tests: `CMCR_TEST_DEVICE=<device> python -m pytest` over the device-aware tests, counts from JUnit XML.
+* tests: `CMCR_TEST_DEVICE=<device> python -m pytest` over the device-aware tests, counts from JUnit XML:
+  with `--tests quick` (default) those that need no prepared world (the engine, the device suite, losses,
+  networks, the loop, point operations, confusions, zero-shot, CMCR's gradient flow: ~250 tests, half a
+  minute on a CPU); with `--tests all` every one (`-m "gpu and not slow" tests`, minutes: pretraining,
+  fine-tuning and teacher runs), within what is left of the budget.
 
 `--device cpu` runs every stage at tiny sizes (one scan, a narrow network, a 2-keyframe world, 2 steps) so
 that CI keeps the script working. Exit code 0 when every stage passed. Every command line of the project's
@@ -47,12 +51,20 @@ PLANES_34C, LAYERS_34C = [32, 64, 128, 256, 256, 128, 96, 96], [2, 3, 4, 6, 2, 2
 TINY_STUDENT = ["student.planes=[16,16,32,32,32,32,16,16]", "student.layers=[1,1,1,1,1,1,1,1]",
                 "student.init_dim=16"]
 
+# The device-aware tests that need no prepared synthetic world (`--tests quick`).
+QUICK_TESTS = ["tests/sparse", "tests/device", "tests/losses", "tests/models", "tests/engine", "tests/ops",
+               "tests/eval/test_segmentation.py", "tests/eval/test_zeroshot_core.py",
+               "tests/methods/cmcr/test_gradient_flow.py", "tests/methods/cmcr/test_contrast_images.py",
+               "tests/methods/cmcr/test_mim_point_codes.py", "tests/methods/test_recon.py"]
+TEST_SELECTIONS = {"quick": ["-m", "gpu and not slow", *QUICK_TESTS],
+                   "all": ["-m", "gpu and not slow", "tests"]}
+
 SIZES: dict[str, dict[str, Any]] = {
     "cuda": {
         "budget_s": 470, "batch": 8, "azimuths": 1084, "planes": PLANES_34C, "layers": LAYERS_34C,
         "init_dim": 32, "repeats": 5, "scenes": 10, "samples_per_scene": 8, "image_size": "1600x900",
         "workers": 8, "steps": 20, "warmup_steps": 5, "profile_steps": (2, 1, 3), "overrides": [],
-        "tests": ["-m", "gpu and not slow", "tests"], "env": {},
+        "tests": None, "env": {},  # None: the selection of --tests
     },
     "cpu": {
         "budget_s": 170, "batch": 1, "azimuths": 256, "planes": [16, 16, 32, 32, 32, 32, 16, 16],
@@ -99,9 +111,8 @@ def pretrain_args(recipe: str, prepared: Path, out: Path, device: str, steps: in
     return args
 
 
-def cmd_pytest(junit: Path, size: dict) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
-            *size["tests"]]
+def cmd_pytest(junit: Path, selection: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *selection]
 
 
 def cmd_worker(name: str, device: str, *extra: str) -> list[str]:
@@ -203,7 +214,8 @@ class Check:
             return None
         start, value = time.monotonic(), None
         try:
-            value = fn(min(CAPS[name], remaining))
+            cap = CAPS[name] if not (name == "tests" and self.args.tests == "all") else remaining
+            value = fn(min(cap, remaining))
             record["ok"] = True
         except Exception as error:  # a failing stage must not lose the others' figures
             record["error"] = f"{type(error).__name__}: {error}"[-2000:]
@@ -261,14 +273,17 @@ class Check:
                 self.result["profile"] = figures
         junit = work / "junit.xml"
 
+        selection = size["tests"] or TEST_SELECTIONS[self.args.tests]
+
         def tests(timeout: float) -> dict:
             try:
-                run_command(cmd_pytest(junit, size), timeout, work / "tests.log",
+                run_command(cmd_pytest(junit, selection), timeout, work / "tests.log",
                             env={"CMCR_TEST_DEVICE": device, RECURSION_GUARD: "1"})
             except StageError:
                 if not junit.exists():
                     raise
-            counts = junit_counts(junit)
+            chosen = self.args.tests if size["tests"] is None else "tiny"
+            counts = {"selection": chosen, **junit_counts(junit)}
             self.result["tests"] = counts
             if counts["failed"] or counts["errors"] or counts["passed"] == 0:
                 raise StageError(f"{counts['failed']} failed, {counts['errors']} errors, "
@@ -304,6 +319,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, help="seconds for all stages (default by device)")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages "
                         "(default: all; profile runs only with --profile)")
+    parser.add_argument("--tests", choices=tuple(TEST_SELECTIONS), default="quick",
+                        help="device-aware tests to run on CUDA: quick (default; no prepared world) or all "
+                        "(within what is left of the budget; raise --budget)")
     parser.add_argument("--worker", choices=("env", "sparse", "profile"), help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--steps", help=argparse.SUPPRESS)

@@ -35,7 +35,7 @@ def test_cpu_fallback_runs_every_stage(tmp_path: Path) -> None:
     assert report["device"] == "cpu" and report["env"]["torch"] and report["total_s"] > 0
 
     tests = report["tests"]
-    assert tests["passed"] > 0 and tests["failed"] == tests["errors"] == 0
+    assert tests["selection"] == "tiny" and tests["passed"] > 0 and tests["failed"] == tests["errors"] == 0
     assert tests["total"] == tests["passed"] + tests["skipped"]
 
     for dtype in ("float32", "bfloat16"):
@@ -136,3 +136,13 @@ def test_junit_counts_and_pretrain_figures(tmp_path: Path) -> None:
     assert figures["s_per_step"] == 0.75 and figures["samples_per_s"] == 4 / 0.75
     assert figures["step_s"] == [5.0, 1.0, 0.5, 1.0, 0.5] and figures["precision"] == "bf16"
     assert figures["gpu_hours_per_epoch"] == pytest.approx(28130 * 0.75 / 4 / 3600)
+
+
+def test_the_test_selections_name_existing_paths() -> None:
+    """`--tests quick` runs existing folders and files of the suite; `all` is the whole suite."""
+    quick, everything = device_check.TEST_SELECTIONS["quick"], device_check.TEST_SELECTIONS["all"]
+    assert quick[:2] == everything[:2] == ["-m", "gpu and not slow"] and everything[2:] == ["tests"]
+    paths = quick[2:]
+    assert paths == device_check.QUICK_TESTS and len(set(paths)) == len(paths)
+    assert all((ROOT / path).exists() and path.startswith("tests/") for path in paths), paths
+    assert device_check.SIZES["cuda"]["tests"] is None  # CUDA runs the selection of --tests
