@@ -60,8 +60,8 @@ def load_recon_encoder(encoder: torch.nn.Module, weights: str | Path) -> None:
 
 
 def eval_points(objects: ObjectSet, data: ObjectDataConfig, num_points: int | None = None) -> Tensor:
-    """B x N x 3 FPS-sampled, unit-sphere-normalised, un-augmented clouds (evaluation protocol)."""
-    ds = ObjectPointDataset(objects, num_points or data.num_points, sampling="fps", normalize=True)
+    """B x N x 3 FPS-sampled, un-augmented clouds (evaluation protocol), normalised as ``data.normalize``."""
+    ds = ObjectPointDataset(objects, num_points or data.num_points, sampling="fps", normalize=data.normalize)
     return torch.from_numpy(np.stack([ds[i]["points"] for i in range(len(ds))]))
 
 

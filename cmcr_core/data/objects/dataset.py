@@ -3,14 +3,15 @@
 Randomness: item ``i`` of epoch ``e`` draws from ``np.random.default_rng([seed, e, i])``, so a run is
 reproducible whatever the number of loader workers and the order in which they fetch items.
 
-Protocols (PROTOCOLS.md section 14, METHODS.md section 11.6):
+Protocols of ReCon (Qi et al., ICML 2023; code qizekun/ReCon), as the recipes set them:
 
 * pretraining (ShapeNet-55): ``sampling="random"`` (random subset, not FPS), ``normalize=True``,
   ``augmentation="rotate_y"`` (angle U[0, 2 pi) about y);
 * ScanObjectNN fine-tuning: ``sampling="fps_random"`` with ``fps_pool=2400`` for 2048 points, no
-  normalisation, ``rotate_y``; ModelNet40 1k: ``fps_pool=1200``, normalised, ``scale_translate``
-  (per-axis scale U[2/3, 3/2], translation U[-0.2, 0.2]);
-* evaluation: ``sampling="fps"``, no augmentation.
+  normalisation (the clouds are used as stored), ``rotate_y``; ModelNet40 1k: ``fps_pool=1200``,
+  normalised, ``scale_translate`` (per-axis scale U[2/3, 3/2], translation U[-0.2, 0.2]); its voting
+  scales only (``scale``, per-axis U[2/3, 3/2]);
+* evaluation: ``sampling="fps"``, no augmentation, the same normalisation as training.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cmcr_core.data.objects.teacher_targets import TeacherTargets
 from cmcr_core.ops.geometry import farthest_point_sample_np
 
 SAMPLING_MODES = ("random", "fps", "fps_random", "first")
-AUGMENTATIONS = ("none", "rotate_y", "scale_translate")
+AUGMENTATIONS = ("none", "rotate_y", "scale", "scale_translate")
 
 
 def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
@@ -73,6 +74,8 @@ def augment_points(points: np.ndarray, kind: str, rng: np.random.Generator) -> n
         angle = rng.uniform(0.0, 2.0 * np.pi)
         c, s = np.cos(angle), np.sin(angle)
         return points @ np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    if kind == "scale":
+        return points * rng.uniform(2.0 / 3.0, 1.5, 3)
     if kind == "scale_translate":
         return points * rng.uniform(2.0 / 3.0, 1.5, 3) + rng.uniform(-0.2, 0.2, 3)
     raise ValueError(f"unknown augmentation {kind!r}; expected one of {AUGMENTATIONS}")
@@ -130,7 +133,7 @@ class ObjectPointDataset(Dataset):
         num_points: N points per item.
         sampling: ``random``, ``fps``, ``fps_random`` or ``first``.
         normalize: unit-sphere normalisation after sampling.
-        augmentation: ``none``, ``rotate_y`` or ``scale_translate``.
+        augmentation: ``none``, ``rotate_y``, ``scale`` or ``scale_translate``.
         targets: optional teacher targets looked up by object id (one stored augmentation drawn per item).
         fps_pool: FPS pool size for ``fps_random``.
         seed: base seed of the per-item generators.
