@@ -203,8 +203,12 @@ def prepare_objects(
         help="ShapeNet-55 root (ShapeNet-55/, shapenet_pc/, shapenet_img/): write "
         "teacher targets for its objects into --out (.npz).",
     ),
-    teacher: Path = typer.Option(
-        None, "--teacher", help="LOCAL image-teacher file (ResNet / cmcr-teacher); default: TinyImageTeacher."
+    teacher: str = typer.Option(
+        None, "--teacher", help="Image teacher: hf_vit:DIR (ViT pre-logits), hf_clip:DIR (CLIP image "
+        "embedding) or a LOCAL ResNet / cmcr-teacher file; default: the TinyImageTeacher stand-in."
+    ),
+    text: str = typer.Option(
+        None, "--text", help="hf_clip:DIR: the CLIP text tower on ReCon's 60 prompts of every class text."
     ),
     text_embeddings: Path = typer.Option(
         None,
@@ -232,6 +236,6 @@ def prepare_objects(
         print_report(report)
         # the synthetic ShapeNet-55 copy gets its targets too, so one command readies a whole demo
         root, out = root or layout["shapenet55"], out / "teacher_targets.npz"
-    print_report(run_or_fail(api.prepare_object_targets, root, out, errors=(KeyError,), teacher=teacher,
-                             text_embeddings=text_embeddings, img_dim=img_dim, text_dim=text_dim, views=views,
-                             image_size=image_size, seed=seed))
+    print_report(run_or_fail(api.prepare_object_targets, root, out, errors=(KeyError, ImportError),
+                             teacher=teacher, text=text, text_embeddings=text_embeddings, img_dim=img_dim,
+                             text_dim=text_dim, views=views, image_size=image_size, seed=seed))
