@@ -25,6 +25,7 @@ from cmcr_core.config.loading import (
     to_dict,
 )
 from cmcr_core.config.objects import (
+    FewShotConfig,
     ObjectClassifyRecipe,
     ObjectDataConfig,
     ObjectEvalConfig,
@@ -32,6 +33,7 @@ from cmcr_core.config.objects import (
     ReconModelConfig,
     ReconOptimConfig,
     ReconRecipe,
+    ZeroShotConfig,
 )
 from cmcr_core.config.schema import (
     DataConfig,
@@ -57,6 +59,7 @@ __all__ = [
     "BASE_KEY",
     "RECIPE_KINDS",
     "DataConfig",
+    "FewShotConfig",
     "FinetuneDataConfig",
     "FinetuneLossConfig",
     "FinetuneModelConfig",
@@ -75,6 +78,7 @@ __all__ = [
     "ReconModelConfig",
     "ReconOptimConfig",
     "ReconRecipe",
+    "ZeroShotConfig",
     "SemanticNetConfig",
     "StudentConfig",
     "TeacherConfig",

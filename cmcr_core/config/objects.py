@@ -1,9 +1,10 @@
-"""Recipe schema of object point clouds (ReCon, METHODS.md §11, PROTOCOLS.md §14): pretraining and
-object classification.
+"""Recipe schema of object point clouds (ReCon: Qi et al., Contrast with Reconstruct, ICML 2023; code
+qizekun/ReCon): pretraining and object classification.
 
 `cmcr pretrain` runs a `method: recon` recipe (`ReconRecipe`); `cmcr finetune` / `cmcr probe` run a
-`task: classification` recipe (`ObjectClassifyRecipe`). They share `TrainConfig` with the LiDAR recipes
-(`cmcr_core.config.schema`).
+`task: classification` recipe (`ObjectClassifyRecipe`: fine-tuning, linear probe, few-shot when
+`fewshot.way` > 0), and `cmcr zeroshot --objects` its `zeroshot` section. They share `TrainConfig` with
+the LiDAR recipes (`cmcr_core.config.schema`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,32 @@ class ObjectEvalConfig:
 
 
 @dataclass(frozen=True)
+class FewShotConfig:
+    """Few-shot classification, on when `way` > 0: `folds` episodes of `way` classes with `shot` training
+    objects per class (from `data.train_split`) and `queries` test objects per class (from
+    `data.test_split`), labels renumbered 0 … way − 1 in the drawn order. Fold f draws from the generator
+    seeded [seed, f]; `folds.json` records what was drawn. `folds_path` instead reads the published fold
+    files (`{way}way{shot}shot/{fold}.pkl` of a ModelNetFewshot folder)."""
+
+    way: int = 0  # 0 = off; ReCon: 5 or 10
+    shot: int = 10  # ReCon: 10 or 20
+    folds: int = 10
+    queries: int = 20  # test objects per class and fold
+    seed: int = 0  # fold sampling (training randomness: train.seed)
+    folds_path: str = ""
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """`cmcr zeroshot --objects`: a cloud's feature is `ratio` x text_proj(q_text) + img_proj(q_img) (`full`),
+    or one of the two terms (`text`, `image`); the prediction is the class embedding of highest cosine."""
+
+    feature: Literal["full", "text", "image"] = "full"
+    ratio: float = 0.25  # ReCon: ModelNet40 0.25, ScanObjectNN OBJ_ONLY 0.15, OBJ_BG 0.1, PB_T50_RS 0.05
+    prompts: Literal["recon", "name"] = "recon"  # prompts per class name with a CLIP directory (--clip)
+
+
+@dataclass(frozen=True)
 class ObjectClassifyRecipe:
     """Object classification: `cmcr finetune` / `cmcr probe` with `task: classification`."""
 
@@ -138,3 +165,5 @@ class ObjectClassifyRecipe:
     optim: ReconOptimConfig = field(default_factory=ReconOptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: ObjectEvalConfig = field(default_factory=ObjectEvalConfig)
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
