@@ -223,6 +223,13 @@ def prepare_objects(
     test_per_class: int = typer.Option(4, "--test-per-class", help="--synthetic: test objects per class."),
     points: int = typer.Option(1024, "--points", help="--synthetic: points per object."),
     render_size: int = typer.Option(32, "--render-size", help="--synthetic: render size in pixels."),
+    classes: str = typer.Option("basic", "--classes", help="--synthetic: class set, basic (8 shapes) or "
+                                "confusable (12 look-alike shapes and furniture)."),
+    pretrain_per_class: int = typer.Option(
+        0, "--pretrain-per-class", help="--synthetic: > 0 gives ShapeNet-55 objects of its own (per class), "
+        "apart from the downstream train / test objects."),
+    scans: bool = typer.Option(False, "--scans", help="--synthetic: also write ScanObjectNN's hardest "
+                               "variant (partial scans with background and noise)."),
     seed: int = typer.Option(0, "--seed", help="Seed of objects, stand-in teachers and view augmentations."),
 ) -> None:
     """Write synthetic objects (ShapeNet-55, ScanObjectNN, ModelNet40 layouts) and/or ReCon targets."""
@@ -232,7 +239,8 @@ def prepare_objects(
     if synthetic:
         layout, report = run_or_fail(api.write_synthetic_objects, out, train_per_class=train_per_class,
                                      test_per_class=test_per_class, points=points, seed=seed,
-                                     render_size=render_size)
+                                     render_size=render_size, classes=classes,
+                                     pretrain_per_class=pretrain_per_class, scans=scans)
         print_report(report)
         # the synthetic ShapeNet-55 copy gets its targets too, so one command readies a whole demo
         root, out = root or layout["shapenet55"], out / "teacher_targets.npz"

@@ -14,6 +14,7 @@ from typing import Any
 
 from cmcr_core.data import prepare_nuscenes as prep
 from cmcr_core.data.objects import write_synthetic_object_datasets
+from cmcr_core.data.objects.synthetic import CLASS_SETS
 from cmcr_core.data.semantickitti import prepare_semantickitti
 from cmcr_core.data.semantickitti.writer import write_semantickitti_world
 from cmcr_core.data.superpixels import SlicParams
@@ -101,13 +102,19 @@ def prepare_kitti(root: str | Path, out: str | Path) -> Report:
 
 
 def write_synthetic_objects(out: str | Path, train_per_class: int, test_per_class: int, points: int,
-                            seed: int, render_size: int) -> tuple[dict[str, Any], Report]:
-    """`cmcr prepare objects --synthetic`: objects in every layout under `out` (a folder, not a .npz)."""
+                            seed: int, render_size: int, classes: str = "basic", pretrain_per_class: int = 0,
+                            scans: bool = False) -> tuple[dict[str, Any], Report]:
+    """`cmcr prepare objects --synthetic`: objects in every layout under `out` (a folder, not a .npz);
+    `classes` names a class set of ``cmcr_core.data.objects.synthetic.CLASS_SETS``; `pretrain_per_class`
+    and `scans` as ``write_synthetic_object_datasets``."""
     if Path(out).suffix == ".npz":
         raise ValueError(f"--synthetic writes a folder; --out {out} looks like a targets file")
+    if classes not in CLASS_SETS:
+        raise ValueError(f"--classes must be one of {', '.join(CLASS_SETS)}, got {classes!r}")
     try:
         layout = write_synthetic_object_datasets(out, train_per_class, test_per_class, points, seed,
-                                                 image_size=render_size)
+                                                 image_size=render_size, classes=CLASS_SETS[classes],
+                                                 pretrain_per_class=pretrain_per_class, scans=scans)
     except OSError as exc:
         raise ValueError(str(exc)) from exc
     written = ", ".join(f"{k} {v}" for k, v in layout.items())

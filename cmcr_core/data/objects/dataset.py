@@ -39,13 +39,16 @@ def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
 
 
 def sample_points(
-    points: np.ndarray, num_points: int, mode: str, rng: np.random.Generator, fps_pool: int | None = None
+    points: np.ndarray, num_points: int, mode: str, rng: np.random.Generator, fps_pool: int | None = None,
+    fps_order: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of ``num_points`` points of one cloud.
 
     ``random``: random subset (with replacement only if the cloud is smaller); ``fps``: farthest point
     sampling from index 0; ``fps_random``: FPS to ``fps_pool`` points then a random subset; ``first``:
-    the first points (clouds stored already sampled).
+    the first points (clouds stored already sampled). ``fps_order``: this cloud's FPS indices computed
+    before (at least as many as needed; FPS from index 0 is deterministic and its prefixes are the smaller
+    samples), so a dataset computes them once per object.
     """
     count = len(points)
     if mode == "random":
@@ -53,9 +56,12 @@ def sample_points(
             return rng.permutation(count)[:num_points]
         return np.concatenate([rng.permutation(count), rng.integers(0, count, num_points - count)])
     if mode == "fps":
+        if fps_order is not None:
+            return fps_order[:num_points]
         return farthest_point_sample_np(points, num_points)
     if mode == "fps_random":
-        pool = farthest_point_sample_np(points, min(fps_pool or num_points, count))
+        size = min(fps_pool or num_points, count)
+        pool = fps_order[:size] if fps_order is not None else farthest_point_sample_np(points, size)
         if len(pool) < num_points:
             raise ValueError(f"fps_random: pool of {len(pool)} points is smaller than {num_points}")
         return pool[rng.choice(len(pool), num_points, replace=False)]
@@ -161,6 +167,7 @@ class ObjectPointDataset(Dataset):
         self.objects, self.num_points, self.sampling = objects, num_points, sampling
         self.normalize, self.augmentation, self.targets = normalize, augmentation, targets
         self.fps_pool, self.seed, self.epoch = fps_pool, seed, 0
+        self._fps_orders: dict[int, np.ndarray] = {}  # FPS indices per object, computed once
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch used in the per-item generator seeds."""
@@ -172,7 +179,15 @@ class ObjectPointDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         cloud = self.objects.points[index]
-        points = cloud[sample_points(cloud, self.num_points, self.sampling, rng, self.fps_pool)]
+        order = None
+        if self.sampling in ("fps", "fps_random"):
+            order = self._fps_orders.get(index)
+            if order is None:
+                size = self.num_points  # fps: an error for a smaller cloud, as without the cache
+                if self.sampling == "fps_random":
+                    size = min(self.fps_pool or self.num_points, len(cloud))
+                order = self._fps_orders[index] = farthest_point_sample_np(cloud, size)
+        points = cloud[sample_points(cloud, self.num_points, self.sampling, rng, self.fps_pool, order)]
         if self.normalize:
             points = normalize_unit_sphere(points)
         points = augment_points(points, self.augmentation, rng).astype(np.float32)
