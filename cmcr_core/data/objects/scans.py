@@ -37,11 +37,11 @@ class ScanSettings:
     elevation_deg: tuple[float, float] = (5.0, 45.0)
     grid: int = 32
     depth_tolerance: float = 0.06
-    occlusion_prob: float = 0.5
+    occlusion_prob: float = 0.35
     occlusion_cut: tuple[float, float] = (0.15, 0.4)
-    shift: float = 0.25
-    background_fraction: tuple[float, float] = (0.15, 0.35)
-    noise: float = 0.015
+    shift: float = 0.15
+    background_fraction: tuple[float, float] = (0.1, 0.25)
+    noise: float = 0.01
 
 
 def _visible(points: np.ndarray, normals: np.ndarray, view: np.ndarray, grid: int, tolerance: float
