@@ -2,7 +2,7 @@
 
 MinkowskiEngine is never a runtime dependency of cmcr: this module is imported by `tests/sparse` parity
 tests and by `benchmarks/sparse_unet.py` only, and everything degrades to "not available" without it.
-The network follows valeoai/SLidR `model/res16unet.py` + `model/modules/resnet_block.py` (METHODS.md §3)
+The network follows valeoai/SLidR `model/res16unet.py` + `model/modules/resnet_block.py`
 with MinkowskiEngine's module names, so its state dict is a MinkowskiEngine-format checkpoint.
 """
 
@@ -38,7 +38,7 @@ def import_minkowski() -> ModuleType | None:
 def _me() -> ModuleType:
     me = import_minkowski()
     if me is None:
-        raise RuntimeError("MinkowskiEngine is not installed (see /work/shared/wheels/README.md)")
+        raise RuntimeError("MinkowskiEngine is not installed (docs/sparse-engine.md says how to install it)")
     return me
 
 

@@ -1,4 +1,4 @@
-"""Benchmark the structure metrics at the paper's analysis size: 80,000 × 512 features (PROTOCOLS §13).
+"""Benchmark the structure metrics at the paper's analysis size: 80,000 × 512 features (docs/analysis.md).
 
 Usage:
 

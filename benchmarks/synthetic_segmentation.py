@@ -78,7 +78,7 @@ def ensure_data(work: Path) -> None:
                  "--out", prep, "--superpixels", sp)
     if not (work / "runs" / "teacher" / "teacher.pt").exists():
         cmcr(work, "teacher", "teacher", "train",
-             "--recipe", str(RECIPES / "semantic_teacher_synthetic.yaml"), "--world", "world_teacher",
+             "--recipe", str(RECIPES / "semantic_teacher_synthetic.yaml"), "--dataroot", "world_teacher",
              "--out", "runs/teacher")
 
 

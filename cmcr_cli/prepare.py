@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import console, fail, print_report, run_or_fail
+from cmcr_cli.common import DEVICE_OPTION, THREADS_OPTION, console, fail, print_report, run_or_fail
+from cmcr_cli.grammar import CmcrCommand, CmcrGroup
 from cmcr_core import api
 
-app = typer.Typer(help="Write synthetic worlds and prepare datasets.", no_args_is_help=True)
+app = typer.Typer(cls=CmcrGroup, help="Write synthetic worlds and prepare datasets.", no_args_is_help=True)
 
 
-@app.command("synthetic")
+@app.command("synthetic", cls=CmcrCommand)
 def synthetic(
     out: Path = typer.Option(..., "--out", help="Output folder (becomes the nuScenes dataroot)."),
     scenes: int = typer.Option(10, "--scenes", help="Number of scenes, 1..10 (official v1.0-mini names)."),
@@ -51,7 +52,7 @@ def synthetic(
 
 # --- cmcr prepare nuscenes / cmcr prepare info --------------------------------------------------------
 
-@app.command("nuscenes")
+@app.command("nuscenes", cls=CmcrCommand)
 def nuscenes_command(
     dataroot: Path = typer.Option(..., "--dataroot", help="nuScenes root (samples/, lidarseg/, <version>/)."),
     version: str = typer.Option(..., "--version", help="v1.0-trainval, v1.0-mini or v1.0-test."),
@@ -64,13 +65,16 @@ def nuscenes_command(
     ),
     samples_per_shard: int = typer.Option(64, "--samples-per-shard", help="Keyframes per HDF5 shard."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rebuild finished shards with failures."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete the prepared folder in --out and start again (default: resume it)."
+    ),
 ) -> None:
     """Prepare nuScenes keyframes into HDF5 shards: points, labels, JPEGs, pairings, superpixels.
 
     Exit code 0 when every sample of this job's shards was prepared, 1 when some failed, 2 for usage errors.
     """
-    plan = run_or_fail(api.plan_nuscenes, dataroot, version, out, workers=workers, shard=shard,
-                       superpixels=superpixels, superpixel_scale=superpixel_scale,
+    plan = run_or_fail(api.plan_nuscenes, dataroot, version, out, overwrite=overwrite, workers=workers,
+                       shard=shard, superpixels=superpixels, superpixel_scale=superpixel_scale,
                        samples_per_shard=samples_per_shard, retry_failed=retry_failed)
     with _samples_progress() as progress:
         task = progress.add_task(f"shard job {plan.job[0]}/{plan.job[1]}", total=plan.samples_todo)
@@ -85,15 +89,15 @@ def nuscenes_command(
         raise typer.Exit(1)
 
 
-@app.command("info")
-def info_command(out: Path = typer.Argument(..., help="A prepared folder.")) -> None:
+@app.command("info", cls=CmcrCommand)
+def info_command(data: Path = typer.Option(..., "--data", help="A prepared folder.")) -> None:
     """Show what a prepared folder holds: splits, sample counts, bytes and failures."""
     from rich.table import Table
 
-    summary = run_or_fail(api.prepared_summary, out)
+    summary = run_or_fail(api.prepared_summary, data)
     sp = summary["config"]["superpixels"]
     console.print(
-        f"[bold]{out}[/]: {summary['version']} from {summary['dataroot']}\n"
+        f"[bold]{data}[/]: {summary['version']} from {summary['dataroot']}\n"
         f"shards {summary['shards_done']}/{summary['shards_total']}, "
         f"samples {summary['samples_prepared']}/{summary['samples_planned']}, "
         f"{_human_bytes(summary['bytes'])}; superpixels: "
@@ -169,37 +173,40 @@ def _samples_progress():
 # --- cmcr prepare semantickitti ---------------------------------------------------------------------
 
 
-@app.command("semantickitti")
+@app.command("semantickitti", cls=CmcrCommand)
 def semantickitti_command(
-    root: Path = typer.Option(..., "--root", help="SemanticKITTI dataset folder holding sequences/NN/."),
+    dataroot: Path = typer.Option(..., "--dataroot", help="SemanticKITTI folder holding sequences/NN/."),
     out: Path = typer.Option(..., "--out", help="Prepared folder (created; re-running resumes)."),
     synthetic: bool = typer.Option(
-        False, "--synthetic", help="First write the synthetic world in SemanticKITTI layout into --root."
+        False, "--synthetic", help="First write the synthetic world in SemanticKITTI layout into --dataroot."
     ),
     sequences: str = typer.Option("00,01,08", "--sequences", help="With --synthetic: sequence names."),
     scans_per_sequence: int = typer.Option(20, "--scans-per-sequence", help="With --synthetic: scans each."),
     seed: int = typer.Option(0, "--seed", help="With --synthetic: world seed."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="With --synthetic: replace --root/sequences."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the prepared folder in --out (and, with --synthetic, the "
+        "sequences in --dataroot) instead of resuming."
+    ),
 ) -> None:
     """Prepare SemanticKITTI scans (19-class learning map) into per-sequence HDF5 shards."""
     if synthetic:
-        print_report(run_or_fail(api.write_synthetic_kitti, root, sequences, scans_per_sequence, seed,
+        print_report(run_or_fail(api.write_synthetic_kitti, dataroot, sequences, scans_per_sequence, seed,
                                  overwrite=overwrite))
-    print_report(run_or_fail(api.prepare_kitti, root, out))
+    print_report(run_or_fail(api.prepare_kitti, dataroot, out, overwrite=overwrite))
 
 
 # --- cmcr prepare objects (ReCon) ------------------------------------------------------------------------
 
 
-@app.command("objects")
+@app.command("objects", cls=CmcrCommand)
 def prepare_objects(
     out: Path = typer.Option(..., "--out", help="Output folder (synthetic layouts) or targets file (.npz)."),
     synthetic: bool = typer.Option(
         False, "--synthetic", help="Write synthetic objects in every layout (and OUT/teacher_targets.npz)."
     ),
-    targets_from: Path = typer.Option(
+    dataroot: Path = typer.Option(
         None,
-        "--targets-from",
+        "--dataroot",
         help="ShapeNet-55 root (ShapeNet-55/, shapenet_pc/, shapenet_img/): write "
         "teacher targets for its objects into --out (.npz).",
     ),
@@ -218,11 +225,11 @@ def prepare_objects(
     img_dim: int = typer.Option(32, "--img-dim", help="TinyImageTeacher output size (no --teacher)."),
     text_dim: int = typer.Option(24, "--text-dim", help="Stand-in text vector size (no --text-embeddings)."),
     views: int = typer.Option(1, "--views", help="Image augmentations stored per object."),
-    image_size: int = typer.Option(224, "--image-size", help="Teacher input size (square)."),
+    image_size: str = typer.Option("224x224", "--image-size", help="Teacher input size, square: N or NxN."),
     train_per_class: int = typer.Option(16, "--train-per-class", help="--synthetic: train objects/class."),
     test_per_class: int = typer.Option(4, "--test-per-class", help="--synthetic: test objects per class."),
     points: int = typer.Option(1024, "--points", help="--synthetic: points per object."),
-    render_size: int = typer.Option(32, "--render-size", help="--synthetic: render size in pixels."),
+    render_size: str = typer.Option("32x32", "--render-size", help="--synthetic: render size: N or NxN."),
     classes: str = typer.Option("basic", "--classes", help="--synthetic: class set, basic (8 shapes) or "
                                 "confusable (12 look-alike shapes and furniture)."),
     pretrain_per_class: int = typer.Option(
@@ -231,19 +238,26 @@ def prepare_objects(
     scans: bool = typer.Option(False, "--scans", help="--synthetic: also write ScanObjectNN's hardest "
                                "variant (partial scans with background and noise)."),
     seed: int = typer.Option(0, "--seed", help="Seed of objects, stand-in teachers and view augmentations."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the objects or targets in --out."),
+    device: str = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
 ) -> None:
     """Write synthetic objects (ShapeNet-55, ScanObjectNN, ModelNet40 layouts) and/or ReCon targets."""
-    if not synthetic and targets_from is None:
-        fail("nothing to do: pass --synthetic and/or --targets-from ROOT")
-    root = targets_from
+    if not synthetic and dataroot is None:
+        fail("nothing to do: pass --synthetic and/or --dataroot SHAPENET55_ROOT")
+    size, render = (run_or_fail(api.parse_size, text, name, square=True)[0]
+                    for text, name in ((image_size, "--image-size"), (render_size, "--render-size")))
+    run_or_fail(api.set_threads, threads)
+    root = dataroot
     if synthetic:
-        layout, report = run_or_fail(api.write_synthetic_objects, out, train_per_class=train_per_class,
-                                     test_per_class=test_per_class, points=points, seed=seed,
-                                     render_size=render_size, classes=classes,
+        layout, report = run_or_fail(api.write_synthetic_objects, out, overwrite=overwrite,
+                                     train_per_class=train_per_class, test_per_class=test_per_class,
+                                     points=points, seed=seed, render_size=render, classes=classes,
                                      pretrain_per_class=pretrain_per_class, scans=scans)
         print_report(report)
         # the synthetic ShapeNet-55 copy gets its targets too, so one command readies a whole demo
         root, out = root or layout["shapenet55"], out / "teacher_targets.npz"
-    print_report(run_or_fail(api.prepare_object_targets, root, out, errors=(KeyError, ImportError),
-                             teacher=teacher, text=text, text_embeddings=text_embeddings, img_dim=img_dim,
-                             text_dim=text_dim, views=views, image_size=image_size, seed=seed))
+    print_report(run_or_fail(api.prepare_object_targets, root, out, overwrite=overwrite,
+                             errors=(KeyError, ImportError), teacher=teacher, text=text,
+                             text_embeddings=text_embeddings, img_dim=img_dim, text_dim=text_dim, views=views,
+                             image_size=size, seed=seed, device=device))

@@ -6,19 +6,39 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import DRY_RUN_OPTION, SET_OPTION, load_or_fail, print_run_done, run_or_fail, with_option
+from cmcr_cli.common import (
+    BATCH_SIZE_OPTION,
+    DATA_OPTION,
+    DRY_RUN_OPTION,
+    OVERWRITE_RUN_OPTION,
+    RECIPE_HELP,
+    RESUME_OPTION,
+    RUN_DEVICE_OPTION,
+    SET_OPTION,
+    THREADS_OPTION,
+    load_or_fail,
+    print_run_done,
+    run_or_fail,
+    run_settings,
+)
 from cmcr_core import api
 
 
 def pretrain(
-    recipe: Path = typer.Option(..., "--recipe", "-r", help="YAML recipe, e.g. recipes/nuscenes.yaml."),
-    data: Path = typer.Option(None, "--data", help="Prepared folder (sets data.path)."),
+    recipe: Path = typer.Option(..., "--recipe", "-r", help=f"{RECIPE_HELP} E.g. nuscenes."),
+    data: Path = DATA_OPTION,
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<recipe name>)."),
     set_: list[str] = SET_OPTION,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    resume: bool = RESUME_OPTION,
+    overwrite: bool = OVERWRITE_RUN_OPTION,
+    device: str = RUN_DEVICE_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    threads: int = THREADS_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
 ) -> None:
-    """Pretrain a MinkUNet student (PPKT, SLidR, ...) as the recipe says. Works under torchrun."""
-    resolved = load_or_fail(recipe, with_option(set_, "data.path", data), ("pretrain", "recon"), dry_run)
+    """Pretrain a MinkUNet student (PPKT, SLidR, CMCR, ...) as the recipe says. Works under torchrun."""
+    sets = run_settings(set_, device, batch_size, data__path=data)
+    resolved = load_or_fail(recipe, sets, ("pretrain", "recon"), dry_run, threads)
     if resolved is not None:
-        print_run_done(run_or_fail(api.pretrain, resolved, out, resume=resume, errors=(KeyError,)))
+        print_run_done(run_or_fail(api.pretrain, resolved, out, resume=resume, overwrite=overwrite,
+                                   errors=(KeyError,)))

@@ -7,10 +7,30 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import DRY_RUN_OPTION, SET_OPTION, console, load_or_fail, run_or_fail, with_option
+from cmcr_cli.common import (
+    BATCH_SIZE_OPTION,
+    DEVICE_OPTION,
+    DRY_RUN_OPTION,
+    OVERWRITE_OPTION,
+    OVERWRITE_RUN_OPTION,
+    RECIPE_HELP,
+    RESUME_OPTION,
+    RUN_DEVICE_OPTION,
+    SET_OPTION,
+    THREADS_OPTION,
+    console,
+    load_or_fail,
+    run_or_fail,
+    run_settings,
+    setup_logging,
+    with_option,
+)
+from cmcr_cli.grammar import CmcrCommand, CmcrGroup
 from cmcr_core import api
 
-app = typer.Typer(help="Train, inspect and evaluate 2D teachers.", no_args_is_help=True)
+app = typer.Typer(cls=CmcrGroup, help="Train, inspect and evaluate 2D teachers.", no_args_is_help=True)
+_TEACHER_FILE = typer.Option(
+    ..., "--weights", help="A cmcr-teacher file (RUN/teacher.pt of `cmcr teacher train`).")
 
 
 def _scores_line(label: str, scores: dict | None) -> str:
@@ -29,28 +49,33 @@ def _print_scores(metrics: dict) -> None:
         console.print(_scores_line(f"world {scores['world']}", scores), highlight=False)
 
 
-@app.command("train")
+@app.command("train", cls=CmcrCommand)
 def train_command(
     recipe: Path = typer.Option(
-        ..., "--recipe", "-r", help="YAML recipe, e.g. recipes/semantic_teacher_synthetic.yaml."
+        ..., "--recipe", "-r", help=f"{RECIPE_HELP} E.g. semantic_teacher_synthetic."),
+    dataroot: Path = typer.Option(
+        None, "--dataroot", help="Synthetic world to train on (`cmcr prepare synthetic` output; data.world)."
     ),
-    world: Path = typer.Option(None, "--world", help="Synthetic world to train on (sets data.world)."),
-    eval_world: list[Path] = typer.Option(
-        None, "--eval-world", help="Another world to score the teacher on (repeatable; data.eval_worlds)."
+    eval_dataroot: list[Path] = typer.Option(
+        None, "--eval-dataroot", help="Another world to score the teacher on (repeatable; data.eval_worlds)."
     ),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<recipe name>)."),
     set_: list[str] = SET_OPTION,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    resume: bool = RESUME_OPTION,
+    overwrite: bool = OVERWRITE_RUN_OPTION,
+    device: str = RUN_DEVICE_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    threads: int = THREADS_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
 ) -> None:
     """Train the compact semantic network on a world's camera truth; writes RUN/teacher.pt and metrics."""
-    sets = with_option(set_, "data.world", json.dumps(str(world)) if world is not None else None)
-    if eval_world:
-        sets.append(f"data.eval_worlds={json.dumps([str(p) for p in eval_world])}")
-    resolved = load_or_fail(recipe, sets, ("teacher",), dry_run)
+    sets = run_settings(set_, device, batch_size, data__world=dataroot)
+    if eval_dataroot:
+        sets = with_option(sets, "data.eval_worlds", json.dumps([str(p) for p in eval_dataroot]))
+    resolved = load_or_fail(recipe, sets, ("teacher",), dry_run, threads)
     if resolved is None:
         return
-    run = run_or_fail(api.train_teacher, resolved, out, resume=resume)
+    run = run_or_fail(api.train_teacher, resolved, out, resume=resume, overwrite=overwrite)
     if run.teacher is None:
         console.print(f"stopped at step {run.result.position.step}; resume with --resume --out {run.out_dir}")
         return
@@ -62,14 +87,14 @@ def train_command(
     _print_scores(metrics)
 
 
-@app.command("info")
-def info_command(file: Path = typer.Argument(..., help="A cmcr-teacher file (e.g. RUN/teacher.pt).")) -> None:
+@app.command("info", cls=CmcrCommand)
+def info_command(weights: Path = _TEACHER_FILE) -> None:
     """Show a teacher file's arch, source world, prototypes and recorded accuracy."""
-    payload = run_or_fail(api.read_teacher_file, file)
+    payload = run_or_fail(api.read_teacher_file, weights)
     meta = payload.get("meta", {})
     state = payload["state_dict"]
     params = sum(int(t.numel()) for k, t in state.items() if not k.endswith("num_batches_tracked"))
-    console.print(f"[bold]{file}[/]: arch {payload['arch']} {payload.get('kwargs', {})}, "
+    console.print(f"[bold]{weights}[/]: arch {payload['arch']} {payload.get('kwargs', {})}, "
                   f"{params:,} parameters", highlight=False)
     source = meta.get("world")
     if source:
@@ -91,16 +116,20 @@ def info_command(file: Path = typer.Argument(..., help="A cmcr-teacher file (e.g
     _print_scores(meta.get("metrics", {}))
 
 
-@app.command("eval")
+@app.command("eval", cls=CmcrCommand)
 def eval_command(
-    file: Path = typer.Argument(..., help="A teacher file written by `cmcr teacher train`."),
-    world: Path = typer.Option(..., "--world", help="Synthetic world with truth maps."),
+    weights: Path = _TEACHER_FILE,
+    dataroot: Path = typer.Option(..., "--dataroot", help="Synthetic world with truth maps."),
     scene: list[str] = typer.Option(None, "--scene", help="Scene name to score (repeatable; default all)."),
     out: Path = typer.Option(None, "--out", help="Also write the scores to this JSON file."),
+    overwrite: bool = OVERWRITE_OPTION,
+    device: str = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
 ) -> None:
     """Score a trained teacher file (its classifier and prototypes) on a world's camera truth."""
-    scores = run_or_fail(api.evaluate_teacher, file, world, scenes=list(scene or []))
-    label = f"{world} ({'the training world' if scores['same_world'] else 'another world'})"
+    setup_logging()
+    run_or_fail(api.set_threads, threads)
+    scores = run_or_fail(api.evaluate_teacher, weights, dataroot, scenes=list(scene or []), device=device,
+                         out=out, overwrite=overwrite)
+    label = f"{dataroot} ({'the training world' if scores['same_world'] else 'another world'})"
     console.print(_scores_line(label, scores), highlight=False)
-    if out is not None:
-        out.write_text(json.dumps(scores, indent=1) + "\n")

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import typer
 
-from cmcr_cli.common import DEVICE_OPTION, SET_OPTION, print_report, run_or_fail, setup_logging, with_option
+from cmcr_cli.common import (
+    DEVICE_OPTION,
+    OVERWRITE_OPTION,
+    RECIPE_HELP,
+    SET_OPTION,
+    THREADS_OPTION,
+    print_report,
+    run_or_fail,
+    setup_logging,
+    with_option,
+)
 from cmcr_core import api
 
 
@@ -16,8 +26,8 @@ def zeroshot(
                                  "random initialisation, the chance baseline)."),
     data: Path = typer.Option(..., "--data", help="Prepared folder (--objects: the object layout root)."),
     objects: bool = typer.Option(False, "--objects", help="Classify object clouds (ReCon) with --recipe."),
-    recipe: Path = typer.Option(None, "--recipe", "-r", help="--objects: a task: classification recipe, "
-                                "e.g. recipes/recon_zeroshot_modelnet40.yaml."),
+    recipe: Path = typer.Option(None, "--recipe", "-r", help=f"--objects: {RECIPE_HELP} A task: "
+                                "classification recipe, e.g. recon_zeroshot_modelnet40."),
     set_: list[str] = SET_OPTION,
     out: Path = typer.Option(None, "--out", help="Output folder (default: runs/zeroshot_<run name>)."),
     split: str = typer.Option("val", "--split", help="Evaluated split (whole)."),
@@ -32,21 +42,25 @@ def zeroshot(
         None, "--prototypes", help="'teacher': the teacher file's class prototypes (default when it has "
         "them); 'data': class means of the teacher's features on labelled points (an oracle)."
     ),
-    teacher_file: Path = typer.Option(None, "--teacher-file", help="Teacher file holding the prototypes."),
+    teacher: Path = typer.Option(None, "--teacher", help="Teacher file holding the prototypes."),
     prototype_split: str = typer.Option("train", "--prototype-split", help="Split of --prototypes data."),
     per_class: int = typer.Option(5000, "--per-class", help="Points per class for --prototypes data."),
     batch_size: int = typer.Option(4, "--batch-size", help="Scans per forward pass."),
+    overwrite: bool = OVERWRITE_OPTION,
     device: str = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
 ) -> None:
     """Cosine between point features and class embeddings, argmax, mIoU with the fine-tuning evaluator; with
     --objects, one feature per object cloud and the overall accuracy."""
     setup_logging()
+    run_or_fail(api.set_threads, threads)
     if objects:
-        print_report(run_or_fail(api.zeroshot_objects, recipe, with_option(set_, "data.path", data), weights,
-                                 out, text_embeddings, clip, device, errors=(ImportError,)))
+        sets = with_option(set_, "data.path", data)
+        print_report(run_or_fail(api.zeroshot_objects, recipe, sets, weights, out, text_embeddings, clip,
+                                 device, overwrite=overwrite, errors=(ImportError,)))
         return
-    run = run_or_fail(api.zeroshot, weights, data, out, split, batch_size, device, errors=(ImportError,),
-                      text_embeddings=text_embeddings, clip=clip, templates=templates,
-                      class_names=class_names, prototypes=prototypes, teacher_file=teacher_file,
+    run = run_or_fail(api.zeroshot, weights, data, out, split, batch_size, device, overwrite=overwrite,
+                      errors=(ImportError,), text_embeddings=text_embeddings, clip=clip, templates=templates,
+                      class_names=class_names, prototypes=prototypes, teacher_file=teacher,
                       prototype_split=prototype_split, per_class=per_class)
     print_report(run.report())

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cmcr_core import config
+from cmcr_core import __version__, config
 from cmcr_core.config import RECIPE_KINDS, RecipeError
 
 __all__ = [
@@ -25,10 +25,12 @@ __all__ = [
     "dump_recipe",
     "evaluate_teacher",
     "finetune",
+    "list_recipes",
     "load_downstream_recipe",
     "load_recipe",
     "non_finite_loss_error",
     "parse_image_size",
+    "parse_size",
     "plan_nuscenes",
     "prepare_kitti",
     "prepare_object_targets",
@@ -37,8 +39,10 @@ __all__ = [
     "pretrain",
     "read_teacher_file",
     "resolve_device",
+    "set_threads",
     "toy",
     "train_teacher",
+    "version",
     "write_synthetic_kitti",
     "write_synthetic_objects",
     "write_synthetic_world",
@@ -52,13 +56,28 @@ SEGMENTATION_ONLY = ("--label-fraction", "--resume", "--allow-voxel-mismatch", "
 # --- recipes -------------------------------------------------------------------------------------------
 
 
+def version() -> str:
+    """The version of cmcr."""
+    return __version__
+
+
 def load_recipe(path: str | Path | None, sets: Sequence[str] = (), kinds: Sequence[str] = tuple(RECIPE_KINDS),
-                kind: str | None = None) -> Any:
-    """The resolved recipe of a file plus `--set` overrides: of `kind` when given, else of the kind the file
-    is among `kinds` (``cmcr_core.config.load_any``). Raises ``RecipeError``."""
+                kind: str | None = None, files: bool = False) -> Any:
+    """The resolved recipe of a file (or packaged recipe name) plus `--set` overrides: of `kind` when given,
+    else of the kind the file is among `kinds` (``cmcr_core.config.load_any``); with `files`, the teacher
+    files it names must exist (what a command about to run needs). Raises ``RecipeError``."""
     if kind is not None:
-        return config.load_recipe(path, sets, kind=RECIPE_KINDS[kind].recipe)
-    return config.load_any(path, sets, kinds)
+        recipe = config.load_recipe(path, sets, kind=RECIPE_KINDS[kind].recipe)
+    else:
+        recipe = config.load_any(path, sets, kinds)
+    if files:
+        config.check_values(recipe, config.FILE_CHECKS, str(path) if path is not None else None, sets)
+    return recipe
+
+
+def list_recipes() -> list[Any]:
+    """Every packaged recipe: ``RecipeSummary`` (name, kind, method, purpose, path), by name."""
+    return config.recipe_summaries()
 
 
 def detect_recipe_kind(path: str | Path | None, sets: Sequence[str] = ()) -> str:
@@ -77,20 +96,27 @@ def default_run_folder(recipe: Any) -> Path:
 
 
 def load_downstream_recipe(path: str | Path, sets: Sequence[str], label_fraction: float | None = None,
-                           segmentation_only: Mapping[str, Any] | None = None) -> Any:
-    """The recipe of `cmcr finetune` / `cmcr probe`: LiDAR segmentation, or object classification
-    (`task: classification`), which refuses the segmentation-only options given (``SEGMENTATION_ONLY`` flag
-    -> value; a flag counts as given unless its value is None or False)."""
+                           segmentation_only: Mapping[str, Any] | None = None,
+                           mode: str | None = None) -> Any:
+    """The recipe of `cmcr finetune` / `cmcr probe` (`mode`, when given, must be the segmentation recipe's
+    train.mode): LiDAR segmentation, or object classification (`task: classification`), which refuses the
+    segmentation-only options given (``SEGMENTATION_ONLY`` flag -> value; a flag counts as given unless its
+    value is None or False). The teacher files it names must exist."""
     options = {"--label-fraction": label_fraction, **(segmentation_only or {})}
     if config.detect_kind(path, sets, ("finetune", "classification")) == "classification":
         given = [flag for flag in SEGMENTATION_ONLY if options.get(flag) not in (None, False)]
         if given:
             raise ValueError(f"{', '.join(given)}: not available for object classification; {path} has "
                              "task: classification (these options are for segmentation recipes); drop them")
-        return config.load_recipe(path, sets, kind=config.ObjectClassifyRecipe)
+        return load_recipe(path, sets, kind="classification", files=True)
     if label_fraction is not None:
         sets = [*sets, f"data.label_fraction={label_fraction}"]
-    return config.load_recipe(path, sets, kind=config.FinetuneRecipe)
+    recipe = load_recipe(path, sets, kind="finetune", files=True)
+    if mode is not None and recipe.train.mode != mode:
+        other = "probe" if mode == "finetune" else "finetune"
+        raise RecipeError(f"{path} is a {recipe.train.mode} recipe (train.mode: {recipe.train.mode}); use "
+                          f"`cmcr {other}` with it, or a {mode} recipe (`cmcr recipe list`)")
+    return recipe
 
 
 def non_finite_loss_error() -> type[Exception]:
@@ -107,12 +133,41 @@ def resolve_device(name: str) -> str:
     return resolve(name)
 
 
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op CPU threads of this process (None leaves torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _claim(out: str | Path, overwrite: bool) -> Path:
+    from cmcr_core.runs.run_folder import claim_output
+
+    claim_output(out, overwrite)
+    return Path(out)
+
+
+def _replace_run(out: str | Path, resume: bool, overwrite: bool) -> Path:
+    """A training run's folder: with ``overwrite`` (not with ``resume``) a finished run there is deleted."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite deletes it: choose one")
+    if overwrite:
+        _claim(out, overwrite=True)
+    return Path(out)
+
+
 # --- training and evaluation ----------------------------------------------------------------------------
 
 
-def pretrain(recipe: Any, out: str | Path | None = None, resume: bool = False) -> Any:
-    """`cmcr pretrain`: a LiDAR pretraining recipe, or ReCon on objects (`method: recon`)."""
-    out = out or default_run_folder(recipe)
+def pretrain(recipe: Any, out: str | Path | None = None, resume: bool = False,
+             overwrite: bool = False) -> Any:
+    """`cmcr pretrain`: a LiDAR pretraining recipe, or ReCon on objects (`method: recon`); ``overwrite``
+    deletes a run already in `out` first."""
+    out = _replace_run(out or default_run_folder(recipe), resume, overwrite)
     if isinstance(recipe, config.ReconRecipe):
         from cmcr_core.runs.objects import run_recon_pretraining
 
@@ -123,12 +178,16 @@ def pretrain(recipe: Any, out: str | Path | None = None, resume: bool = False) -
 
 
 def finetune(recipe: Any, mode: str, out: str | Path | None = None, weights: str | Path | None = None,
-             seeds: int = 1, **segmentation: Any) -> Any:
+             seeds: int = 1, overwrite: bool = False, **segmentation: Any) -> Any:
     """`cmcr finetune` (mode "finetune") / `cmcr probe` ("probe"); returns the result's ``Report``.
 
     ``segmentation``: ``resume``, ``allow_voxel_mismatch``, ``export_predictions`` (LiDAR recipes only).
+    `weights` is read before anything is written (an unreadable file names itself and what was expected);
+    ``overwrite`` deletes a run already in `out`.
     """
-    out = Path(out or default_run_folder(recipe))
+    if weights is not None:
+        check_checkpoint(weights)
+    out = _replace_run(out or default_run_folder(recipe), segmentation.get("resume", False), overwrite)
     if isinstance(recipe, config.ObjectClassifyRecipe):
         from cmcr_core.runs.object_protocols import classification_report, run_classification
 
@@ -139,11 +198,24 @@ def finetune(recipe: Any, mode: str, out: str | Path | None = None, weights: str
 
 
 def train_teacher(recipe: config.TeacherTrainRecipe, out: str | Path | None = None,
-                  resume: bool = False) -> Any:
+                  resume: bool = False, overwrite: bool = False) -> Any:
     """`cmcr teacher train`: the compact semantic teacher; `teacher.pt` once the last step is done."""
     from cmcr_core.runs.teacher import run_teacher_training
 
-    return run_teacher_training(recipe, out or default_run_folder(recipe), resume=resume)
+    out = _replace_run(out or default_run_folder(recipe), resume, overwrite)
+    return run_teacher_training(recipe, out, resume=resume)
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Read a ``--weights`` file once: ValueError naming the file and what was expected when it cannot be
+    read (truncated, not a PyTorch file), FileNotFoundError when it is missing."""
+    from cmcr_core.ops.files import load_torch_file
+
+    load_torch_file(path, "--weights: no such file: {path}", expected=CHECKPOINT_EXPECTED)
+
+
+CHECKPOINT_EXPECTED = ("a checkpoint written by `cmcr pretrain` (RUN/checkpoint.pt) or a MinkowskiEngine / "
+                       "SLidR-style .pt file")
 
 
 def read_teacher_file(path: str | Path) -> dict[str, Any]:
@@ -153,30 +225,44 @@ def read_teacher_file(path: str | Path) -> dict[str, Any]:
     return read(path)
 
 
-def evaluate_teacher(path: str | Path, world: str | Path, scenes: Sequence[str] = ()) -> dict[str, Any]:
-    """`cmcr teacher eval`: scores of a trained teacher file on a world's camera truth."""
+def evaluate_teacher(path: str | Path, world: str | Path, scenes: Sequence[str] = (), device: str = "auto",
+                     out: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """`cmcr teacher eval`: scores of a trained teacher file on a world's camera truth, also written to the
+    JSON file `out` when given (an existing one is replaced only with ``overwrite``)."""
+    from cmcr_core.runs.run_folder import write_json
     from cmcr_core.runs.teacher import evaluate_teacher_file
 
-    return evaluate_teacher_file(path, world, scenes=scenes)
+    if out is not None:
+        _claim(out, overwrite)
+    scores = evaluate_teacher_file(path, world, scenes=scenes, device=device)
+    if out is not None:
+        write_json(out, scores)
+    return scores
 
 
 def analyze(weights: Sequence[str | Path], data: str | Path, out: str | Path, device: str = "auto",
-            **options: Any) -> Any:
-    """`cmcr analyze`: structure of pretrained spaces (``cmcr_core.runs.analyze.analyze_runs`` options)."""
+            overwrite: bool = False, **options: Any) -> Any:
+    """`cmcr analyze`: structure of pretrained spaces (``cmcr_core.runs.analyze.analyze_runs`` options);
+    every checkpoint is read before `out` is touched."""
     from cmcr_core.runs.analyze import analyze_runs
 
+    for path in weights:
+        check_checkpoint(path)
+    _claim(out, overwrite)
     return analyze_runs(weights, data, out, device=resolve_device(device), **options)
 
 
-def toy(clusters: int, out: str | Path, iterations: int = 400, seed: int = 0) -> dict[str, Any]:
+def toy(clusters: int, out: str | Path, iterations: int = 400, seed: int = 0, overwrite: bool = False
+        ) -> dict[str, Any]:
     """`cmcr analyze toy`: the toy distillation with every loss; returns the summary of toy.json."""
     from cmcr_core.runs.analyze import run_toy
 
+    _claim(out, overwrite)
     return run_toy(clusters, out, iterations=iterations, seed=seed)
 
 
 def zeroshot(weights: str | Path | None, data: str | Path, out: str | Path | None = None, split: str = "val",
-             batch_size: int = 4, device: str = "auto", **classes: Any) -> Any:
+             batch_size: int = 4, device: str = "auto", overwrite: bool = False, **classes: Any) -> Any:
     """`cmcr zeroshot`; ``classes`` are the fields of ``cmcr_core.runs.zeroshot.ClassSource``."""
     from cmcr_core.runs.zeroshot import ClassSource, run_zeroshot
 
@@ -184,46 +270,66 @@ def zeroshot(weights: str | Path | None, data: str | Path, out: str | Path | Non
         raise ValueError("--weights: zero-shot segmentation needs a pretraining checkpoint")
 
     source = ClassSource(**classes)
-    out = out or Path("runs") / f"zeroshot_{Path(weights).parent.name}"
+    check_checkpoint(weights)
+    out = _claim(out or Path("runs") / f"zeroshot_{Path(weights).parent.name}", overwrite)
     return run_zeroshot(weights, data, out, split=split, batch_size=batch_size, device=resolve_device(device),
                         classes=source)
 
 
 def zeroshot_objects(recipe: str | Path | None, sets: Sequence[str], weights: str | Path | None = None,
                      out: str | Path | None = None, text_embeddings: str | Path | None = None,
-                     clip: str | Path | None = None, device: str = "auto") -> Any:
+                     clip: str | Path | None = None, device: str = "auto", overwrite: bool = False) -> Any:
     """`cmcr zeroshot --objects`: zero-shot classification with a `task: classification` recipe's `zeroshot`
-    section (``cmcr_core.runs.object_zeroshot``); returns the ``Report``."""
+    section (``cmcr_core.runs.object_zeroshot``); without `weights`, the recipe's encoder at random
+    initialisation; returns the ``Report``."""
     from cmcr_core.runs.object_zeroshot import run_object_zeroshot, zeroshot_report
 
     if recipe is None:
         raise ValueError("--objects: give --recipe (a task: classification recipe, e.g. "
                          "recipes/recon_zeroshot_modelnet40.yaml)")
     resolved = config.load_recipe(recipe, sets, kind=config.ObjectClassifyRecipe)
-    out = out or default_run_folder(resolved)
+    if weights is not None:
+        check_checkpoint(weights)
+    out = _claim(out or default_run_folder(resolved), overwrite)
     metrics = run_object_zeroshot(resolved, out, weights, text_embeddings, clip, resolve_device(device))
     return zeroshot_report(metrics, out)
 
 
 def demo(out: str | Path, quick: bool = False, seeds: int | None = None, threads: int = 2,
-         force: bool = False, recipes: str | Path | None = None,
+         overwrite: bool = False, recipes: str | Path | None = None, device: str = "auto",
          say: Callable[[str], None] | None = None) -> Any:
-    """`cmcr demo`: run (or continue) the whole chain into `out`; `say` receives one line per stage (default:
-    ``run_demo``'s, standard output)."""
+    """`cmcr demo`: run (or continue) the whole chain into `out` (``overwrite``: delete a demo of other
+    settings there first); `say` receives one line per stage (default: ``run_demo``'s, standard output)."""
     from cmcr_core.demo.stages import run_demo
 
     lines = {} if say is None else {"say": say}
-    return run_demo(out, quick=quick, seeds=seeds, threads=threads, force=force, recipes_dir=recipes, **lines)
+    return run_demo(out, quick=quick, seeds=seeds, threads=threads, force=overwrite, recipes_dir=recipes,
+                    device=device, **lines)
 
 
 # --- data preparation -----------------------------------------------------------------------------------
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
-    """"WIDTHxHEIGHT" -> (width, height); a ValueError names a bad value."""
+    """"WIDTHxHEIGHT" -> (width, height) of a synthetic world's cameras; a ValueError names a bad value."""
     from cmcr_core.data.synthetic import parse_image_size as parse
 
     return parse(text)
+
+
+def parse_size(text: str, option: str, square: bool = False) -> tuple[int, int]:
+    """A size option: "WIDTHxHEIGHT" -> (width, height), both >= 1; with `square`, also "N" for NxN, and
+    the two sides must be equal. A ValueError names the option and the form it takes."""
+    form = "N or NxN (square)" if square else "WIDTHxHEIGHT, e.g. 416x224"
+    parts = text.lower().split("x")
+    if square and len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"{option} takes {form}, got {text!r}")
+    width, height = (int(p) for p in parts)
+    if square and width != height:
+        raise ValueError(f"{option} takes {form} (the object renders are square), got {text!r}")
+    return width, height
 
 
 def write_synthetic_world(out: str | Path, scenes: int, samples_per_scene: int, seed: int,
@@ -235,10 +341,17 @@ def write_synthetic_world(out: str | Path, scenes: int, samples_per_scene: int, 
     return write(out, scenes, samples_per_scene, seed, image_size, overwrite, workers, progress)
 
 
-def plan_nuscenes(dataroot: str | Path, version: str, out: str | Path, **options: Any) -> Any:
-    """`cmcr prepare nuscenes`, first half: the checked options and this job's plan."""
+def plan_nuscenes(dataroot: str | Path, version: str, out: str | Path, overwrite: bool = False,
+                  **options: Any) -> Any:
+    """`cmcr prepare nuscenes`, first half: the checked options and this job's plan (an existing prepared
+    folder resumes; ``overwrite`` deletes it and starts again)."""
     from cmcr_core.runs.prepare import plan_nuscenes as plan
 
+    if overwrite and options.get("shard", "0/1") != "0/1":
+        raise ValueError("--overwrite deletes the whole prepared folder, which the other --shard jobs share: "
+                         "remove the folder once before launching them instead")
+    if overwrite:
+        _claim(out, overwrite)
     return plan(dataroot, version, out, **options)
 
 
@@ -264,22 +377,30 @@ def write_synthetic_kitti(root: str | Path, sequences: str, scans_per_sequence: 
     return write(root, [s.strip() for s in sequences.split(",")], scans_per_sequence, seed, overwrite)
 
 
-def prepare_kitti(root: str | Path, out: str | Path) -> Any:
-    """`cmcr prepare semantickitti`: per-sequence shards; returns the ``Report``."""
+def prepare_kitti(root: str | Path, out: str | Path, overwrite: bool = False) -> Any:
+    """`cmcr prepare semantickitti`: per-sequence shards (an existing prepared folder resumes; ``overwrite``
+    deletes it and starts again); returns the ``Report``."""
     from cmcr_core.runs.prepare import prepare_kitti as prepare
 
+    if overwrite:
+        _claim(out, overwrite)
     return prepare(root, out)
 
 
-def write_synthetic_objects(out: str | Path, **options: Any) -> Any:
-    """`cmcr prepare objects --synthetic`: (layout roots, ``Report``)."""
+def write_synthetic_objects(out: str | Path, overwrite: bool = False, **options: Any) -> Any:
+    """`cmcr prepare objects --synthetic`: (layout roots, ``Report``); objects already in `out` are
+    replaced only with ``overwrite``."""
     from cmcr_core.runs.prepare import write_synthetic_objects as write
 
+    _claim(out, overwrite)
     return write(out, **options)
 
 
-def prepare_object_targets(root: str | Path, out: str | Path, **options: Any) -> Any:
-    """`cmcr prepare objects`: ReCon teacher targets; returns the ``Report``."""
+def prepare_object_targets(root: str | Path, out: str | Path, overwrite: bool = False, **options: Any) -> Any:
+    """`cmcr prepare objects`: ReCon teacher targets written to `out` (a .npz, or OUT/teacher_targets.npz);
+    an existing targets file is replaced only with ``overwrite``; returns the ``Report``."""
+    from cmcr_core.runs.prepare import TARGETS_FILE
     from cmcr_core.runs.prepare import prepare_object_targets as prepare
 
+    _claim(Path(out) if Path(out).suffix == ".npz" else Path(out) / TARGETS_FILE, overwrite)
     return prepare(root, out, **options)

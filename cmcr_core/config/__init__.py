@@ -3,18 +3,30 @@
 * `schema` — the LiDAR recipes (`PretrainRecipe`, `TeacherTrainRecipe`, `FinetuneRecipe`) and their sections;
 * `objects` — the object-level (ReCon) recipes (`ReconRecipe`, `ObjectClassifyRecipe`);
 * `loading` — YAML overrides, `base:` links, `--set` assignments, type checks, `dump` / `save`;
-* `kinds` — the five recipe kinds and the one detection of a file's kind (`load_any`).
+* `kinds` — the five recipe kinds and the one detection of a file's kind (`load_any`);
+* `packaged` — the recipes shipped in the package, found by name (`find_recipe`);
+* `checks` — the value checks every recipe passes at load (ranges, positive rates, existing files).
 
 Everything public is exported here: `from cmcr_core.config import PretrainRecipe, load_any`. This package
 imports no torch.
 """
 
-from cmcr_core.config.kinds import RECIPE_KINDS, RecipeKind, detect_kind, kind_of, load_any, load_recipe
+from cmcr_core.config.checks import CHECKS, FILE_CHECKS
+from cmcr_core.config.errors import RecipeError
+from cmcr_core.config.kinds import (
+    RECIPE_KINDS,
+    RecipeKind,
+    detect_kind,
+    kind_of,
+    load_any,
+    load_recipe,
+    recipe_summaries,
+)
 from cmcr_core.config.loading import (
     BASE_KEY,
-    RecipeError,
     apply_sets,
     build,
+    check_values,
     dump,
     load,
     parse_set,
@@ -35,6 +47,7 @@ from cmcr_core.config.objects import (
     ReconRecipe,
     ZeroShotConfig,
 )
+from cmcr_core.config.packaged import RecipeSummary, find_recipe, packaged_recipe_names, packaged_recipes_dir
 from cmcr_core.config.schema import (
     DataConfig,
     FinetuneDataConfig,
@@ -57,6 +70,8 @@ from cmcr_core.config.schema import (
 
 __all__ = [
     "BASE_KEY",
+    "CHECKS",
+    "FILE_CHECKS",
     "RECIPE_KINDS",
     "DataConfig",
     "FewShotConfig",
@@ -74,6 +89,7 @@ __all__ = [
     "PretrainRecipe",
     "RecipeError",
     "RecipeKind",
+    "RecipeSummary",
     "ReconLossConfig",
     "ReconModelConfig",
     "ReconOptimConfig",
@@ -88,13 +104,18 @@ __all__ = [
     "TruthDataConfig",
     "apply_sets",
     "build",
+    "check_values",
     "detect_kind",
     "dump",
+    "find_recipe",
     "kind_of",
     "load",
     "load_any",
     "load_recipe",
+    "packaged_recipe_names",
+    "packaged_recipes_dir",
     "parse_set",
+    "recipe_summaries",
     "read_overrides",
     "replace",
     "resolve",

@@ -9,7 +9,8 @@ Rules:
   key, the file and the closest valid key;
 - values are type-checked against the dataclass annotations (ints are accepted where floats are expected,
   lists where tuples are expected); nothing is coerced silently from strings;
-- `base: other.yaml` (relative to the file) inherits another recipe's overrides, applied first.
+- `base: other.yaml` inherits another recipe's overrides, applied first; the name resolves as `--recipe`
+  does (`cmcr_core.config.packaged.find_recipe`): a file next to the recipe, else a packaged recipe.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from cmcr_core.config.checks import CHECKS, problems
+from cmcr_core.config.errors import RecipeError
+from cmcr_core.config.packaged import find_recipe
 from cmcr_core.ops.atomic import atomic_write_text
 
 T = TypeVar("T")
@@ -52,10 +56,6 @@ _Loader.add_implicit_resolver(
 
 def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-
-
-class RecipeError(ValueError):
-    """A recipe file or override is invalid; the message names the file, key and value at fault."""
 
 
 def _where(source: str | None) -> str:
@@ -205,10 +205,9 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_overrides(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML recipe (following `base:` links) into one nested mapping of overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path}")
+    """Read a YAML recipe (following `base:` links) into one nested mapping of overrides; `path` is a file
+    or the name of a packaged recipe (`find_recipe`)."""
+    path = find_recipe(path)
     resolved = path.resolve()
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
@@ -227,7 +226,7 @@ def read_overrides(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, 
         return data
     if not isinstance(base, str):
         raise RecipeError(f"recipe key 'base' in {path} must be a file name, got {base!r}")
-    parent = read_overrides(path.parent / base, (*_seen, resolved))
+    parent = read_overrides(find_recipe(base, relative_to=path.parent), (*_seen, resolved))
     return _merge(parent, data)
 
 
@@ -258,12 +257,29 @@ def apply_sets(overrides: dict[str, Any], assignments: Sequence[str]) -> dict[st
     return out
 
 
-def resolve(cls: type[T], overrides: Mapping[str, Any], source: str | None, sets: Sequence[str] = ()) -> T:
-    """A recipe of `cls` from read overrides (named `source` in errors), then `--set` assignments."""
-    from_file = build(cls, overrides, source)
-    if not sets:
-        return from_file
-    return build(cls, apply_sets(dict(overrides), sets), "--set")
+def resolve(cls: type[T], overrides: Mapping[str, Any], source: str | None, sets: Sequence[str] = (),
+            check: bool = True) -> T:
+    """A recipe of `cls` from read overrides (named `source` in errors), then `--set` assignments; with
+    `check`, its values pass `cmcr_core.config.checks.CHECKS` (kind detection reads keys and types only)."""
+    recipe = build(cls, overrides, source)
+    if sets:
+        recipe = build(cls, apply_sets(dict(overrides), sets), "--set")
+    if check:
+        check_values(recipe, CHECKS, source, sets)
+    return recipe
+
+
+def check_values(recipe: Any, table: Mapping[type, Any], source: str | None,
+                 sets: Sequence[str] = ()) -> None:
+    """Raise `RecipeError` for the first value of `recipe` that breaks its rule in `table` (a table of
+    `cmcr_core.config.checks`), naming the key, the value and where it was given."""
+    found = problems(recipe, table)
+    if not found:
+        return
+    key, value, problem = found[0]
+    given = {".".join(parse_set(a)[0]) for a in sets}
+    where = " (given on the command line)" if key in given else _where(source)
+    raise RecipeError(f"recipe key '{key}'{where} {problem}, got {value!r}")
 
 
 def load(cls: type[T], path: str | Path | None = None, sets: Sequence[str] = ()) -> T:

@@ -1,5 +1,5 @@
 """Recipe schema of object point clouds (ReCon: Qi et al., Contrast with Reconstruct, ICML 2023; code
-qizekun/ReCon): pretraining and object classification.
+qizekun/ReCon; docs/recon.md): pretraining and object classification.
 
 `cmcr pretrain` runs a `method: recon` recipe (`ReconRecipe`); `cmcr finetune` / `cmcr probe` run a
 `task: classification` recipe (`ObjectClassifyRecipe`: fine-tuning, linear probe, few-shot when

@@ -1,6 +1,6 @@
 """Recipe schema: frozen dataclasses whose defaults live here; YAML recipes hold overrides only.
 
-Defaults follow the SLidR/PPKT pretraining settings (reference METHODS.md §9, PROTOCOLS.md §4-§5) unless a
+Defaults follow the SLidR/PPKT pretraining settings of valeoai/SLidR (its configs and loaders) unless a
 field says otherwise; the published recipes in `recipes/` override what differs (e.g. CMCR's AdamW).
 This module holds the LiDAR recipes (pretraining, teacher training, downstream segmentation) and the
 sections they share (`OptimConfig`, `TrainConfig`); the object-level (ReCon) recipes are in
@@ -31,7 +31,7 @@ class DataConfig:
     min_pairs: int = 1024  # a crop is resampled until more pairs than this survive (or 75 % of them)
     batch_size: int = 4  # per process
     num_workers: int = 2  # data-loader worker processes per training process
-    # CMCR masked image modelling (METHODS.md §7.2): none, patch16_drop_pairs or pixel_keep_pairs
+    # CMCR masked image modelling (docs/cmcr.md): none, patch16_drop_pairs or pixel_keep_pairs
     mim_mask: Literal["none", "patch16_drop_pairs", "pixel_keep_pairs"] = "none"
 
 
@@ -71,7 +71,7 @@ class LossConfig:
     superpixel_nce: float = 0.0  # superpixel-pooled InfoNCE (SLidR)
     temperature: float = 0.07
     num_matches: int = 4096
-    # CMCR terms (METHODS.md §7); off here, recipes/nuscenes.yaml sets the published weights.
+    # CMCR terms (docs/cmcr.md); off here, recipes/nuscenes.yaml sets the published weights.
     orthogonality: float = 0.0  # CMCR 0.1 (the 1/64² is inside the loss)
     commitment: float = 0.0  # CMCR 1: weight of both L_commit_P and L_commit_V
     code_matching: float = 0.0  # CMCR 1: L_cmcm
@@ -95,7 +95,7 @@ class LossConfig:
     contrast_images: Literal["masked", "unmasked"] = "masked"  # crops feeding PointInfoNCE + codebook pairs
     orthogonality_per_voxel: bool = False  # L_orth = ‖FᵀĜ / V‖_F instead of ‖FᵀĜ‖_F / 64² (batch-free)
     mim_point_codes: bool = False  # MIM's input adds the quantised F³ᴰ of each pixel's points (3D gradient)
-    # Relational distillation (METHODS.md §8; methods relational/similarity/contrastive), on the same
+    # Relational distillation (docs/analysis.md; methods relational/similarity/contrastive), on the same
     # num_matches sampled pairs, in the teacher's own space (no decoder); contrastive uses `temperature`.
     relational: float = 0.0  # L_rel = λ_cross·L_cross + λ_intra·L_intra
     similarity: float = 0.0  # mean(1 − cos)
@@ -197,7 +197,7 @@ class TeacherTrainRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# --- downstream semantic segmentation: `cmcr finetune` / `cmcr probe` (PROTOCOLS.md §8-§10) -----------
+# --- downstream semantic segmentation: `cmcr finetune` / `cmcr probe` (docs/finetune.md) ---------------
 
 
 @dataclass(frozen=True)
@@ -206,13 +206,13 @@ class FinetuneDataConfig:
 
     Defaults: nuScenes 1 % fine-tuning, cylindrical 0.1 voxels, raw intensity (SLidR/PPKT input).
     `fraction_skips` is the skip of each label fraction (0.01, 0.05, 0.1, 0.25, 1.0): nuScenes keeps every
-    skip-th train scene in scene.json order, SemanticKITTI every skip-th train scan (PROTOCOLS.md §8.1, §9).
+    skip-th train scene in scene.json order, SemanticKITTI every skip-th train scan (SLidR's loaders).
     """
 
     dataset: Literal["nuscenes", "semantickitti"] = "nuscenes"
     path: str = ""  # prepared folder; `--data` sets it
     train_split: str = "train"
-    val_split: str = "val"  # evaluation always uses the whole split (defect D2)
+    val_split: str = "val"  # evaluation always uses the whole split (D2, docs/differences.md)
     label_fraction: float = 0.01
     fraction_skips: tuple[int, int, int, int, int] = (100, 20, 10, 4, 1)
     voxel_size: float = 0.1
@@ -234,7 +234,7 @@ class FinetuneModelConfig:
     layers: tuple[int, ...] = (2, 3, 4, 6, 2, 2, 2, 2)
     init_dim: int = 32
     in_channels: int = 1
-    bn_momentum: float = 0.02  # downstream configs of the references (METHODS.md §3.3)
+    bn_momentum: float = 0.02  # the downstream configs of valeoai/SLidR and Eaphan/CMCR
     block_bn_momentum: float = 0.1
 
 
@@ -248,7 +248,7 @@ class FinetuneLossConfig:
 
 @dataclass(frozen=True)
 class FinetuneOptimConfig:
-    """SGD with a separate head learning rate and a per-epoch cosine schedule (PROTOCOLS.md §8.3-§8.4).
+    """SGD with a separate head learning rate and a per-epoch cosine schedule (SLidR's and CMCR's configs).
 
     `lr_scratch` / `lr_head_scratch` replace `lr` / `lr_head` when fine-tuning from random initialisation
     (SLidR issue #11: 0.05, no separate head lr); probing always uses `lr` / `lr_head`.

@@ -1,8 +1,8 @@
-"""The typed pretraining batch and its collation (reference METHODS.md §2, "collated batch per GPU").
+"""The typed pretraining batch and its collation (the collated batch per GPU of SLidR's and CMCR's code).
 
 Every sample contributes its voxels, its cameras and its pairings; `collate` offsets voxel indices, image
 indices and superpixel ids so that they are unique in the batch. Images stay uint8 until they are on the
-device (normalising there avoids the reference loader's float64 copies, defect D17).
+device (normalising there avoids the reference loader's float64 copies, D17 of docs/differences.md).
 """
 
 from __future__ import annotations

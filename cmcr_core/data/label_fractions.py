@@ -1,4 +1,4 @@
-"""Label-fraction subsets for semantic-segmentation fine-tuning, as published (PROTOCOLS.md §8.1, §9).
+"""Label-fraction subsets for semantic-segmentation fine-tuning, as published (valeoai/SLidR's loaders).
 
 * nuScenes (scene level, valeoai/SLidR `downstream/dataloader_nuscenes.py`): walk the scenes in
   `scene.json` order; for the scenes of the training split keep a counter c = 1, 2, ... and keep the scene
@@ -6,7 +6,8 @@
 * SemanticKITTI (scan level, `downstream/dataloader_kitti.py`): the sorted list of all training scan paths,
   every skip-th entry starting with the first (`[::skip]`; 1 % = 192 scans).
 
-An empty subset is an error (the CMCR loader silently falls back to one fixed scene, defect D21).
+An empty subset is an error (the CMCR loader silently falls back to one fixed scene, D21 of
+docs/differences.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """nuScenes-lidarseg label constants: the 32 fine categories and the 16 coarse challenge classes.
 
-Indices follow the released lidarseg `category.json` (NUSCENES_FORMAT.md §6), not the inconsistent table of
+Indices follow the released lidarseg `category.json` (its `index` field), not the inconsistent table of
 the devkit's `instructions_lidarseg.md`. The fine -> coarse mapping is defined by *name*, exactly as the
 devkit's `LidarsegClassMapper.get_fine2coarse()`; readers of real data should build their lookup table
 from the dataset's own `category.json` with `fine_to_coarse_lut`, never assume the index order.

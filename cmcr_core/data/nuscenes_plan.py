@@ -88,7 +88,7 @@ def scene_sample_tokens(nusc: Any, scene: dict[str, Any]) -> list[str]:
 
 
 def fine_to_coarse_table(nusc: Any) -> np.ndarray | None:
-    """(K,) uint8 lookup fine lidarseg index -> coarse id, built by category *name* (PROTOCOLS.md §8.2).
+    """(K,) uint8 lookup fine lidarseg index -> coarse id, built by category *name* (docs/data-format.md).
 
     Returns None when the release has no lidarseg/panoptic table (no labels to map).
     """
@@ -135,7 +135,7 @@ def build_sample_task(nusc: Any, sample_token: str, scene_name: str, with_labels
             raise ValueError(f"calibrated_sensor {calibration['token']}: {exc}") from exc
     lidarseg_path = None
     if with_labels:
-        # lidarseg records are keyed by the LiDAR sample_data token (NUSCENES_FORMAT.md §7); a missing
+        # lidarseg records are keyed by the LiDAR sample_data token (not the sample token); a missing
         # record leaves the path None and the sample becomes a failure record, not a crash.
         try:
             lidarseg_path = os.path.join(nusc.dataroot, nusc.get("lidarseg", lidar["token"])["filename"])

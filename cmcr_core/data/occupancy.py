@@ -1,4 +1,4 @@
-"""CMCR occupancy queries and their LiDAR neighbours (METHODS.md §7.10).
+"""CMCR occupancy queries and their LiDAR neighbours (docs/cmcr.md).
 
 Query sampling, per sample, in the sensor frame before augmentation (the dataset then moves the queries
 with the same cloud transform as the points). With p a LiDAR point, d = p/‖p‖, δ = 0.1 m and u ~ U(0, 1)
@@ -15,9 +15,9 @@ independently, without replacement inside a group (groups may overlap); a sweep 
 group needs is drawn with replacement so every sample keeps exactly n queries.
 
 Neighbours: for every query, the LiDAR points of the same sample within ``radius`` (1 m), at most
-``max_neighbours`` (32) of them, the *nearest* ones. Deliberate deviation (defect D13): the reference's
-``torch_cluster.radius`` returns the first 32 points it finds, which depends on memory order; here the
-search is deterministic. It is plain, vectorised torch (a sorted cell grid searched by columns, with a
+``max_neighbours`` (32) of them, the *nearest* ones. Deliberate deviation (D13, docs/differences.md): the
+reference's ``torch_cluster.radius`` returns the first 32 points it finds, which depends on memory order; here
+the search is deterministic. It is plain, vectorised torch (a sorted cell grid searched by columns, with a
 histogram cut before the final sort: ``cmcr_core.ops.geometry.radius_neighbours``, which CMCR calls on the
 collated batch); its result equals a brute-force ``cdist`` + ``topk(32)`` + radius mask.
 """

@@ -1,13 +1,13 @@
-"""The pretraining dataset: a prepared sample -> augmented, voxelised `SampleTensors` (METHODS.md §2).
+"""The pretraining dataset: a prepared sample -> augmented, voxelised `SampleTensors` (docs/pipeline.md).
 
-Order of operations (PROTOCOLS.md §4-§5): cloud transforms on the points, DropCuboids, ResizedCrop and
+Order of operations (as SLidR's loader): cloud transforms on the points, DropCuboids, ResizedCrop and
 FlipHorizontal per camera, then voxelisation; pairings are re-indexed from points to voxels
 (`pairing_voxel = inverse[pairing_point]`). Every random choice of item i in epoch e comes from
 `numpy.random.default_rng([seed, e, i])`, so a seed reproduces a batch whatever the worker layout.
 
-CMCR's masked image modelling (METHODS.md §7.2, `mim_mask`) masks cameras after ResizedCrop/flip on
-indices: the mask is computed at crop resolution from the crop box (defect D17: no full-resolution mask
-or float copy), and the unmasked crop is kept as the reconstruction target.
+CMCR's masked image modelling (docs/cmcr.md, `mim_mask`) masks cameras after ResizedCrop/flip on indices: the
+mask is computed at crop resolution from the crop box (D17 of docs/differences.md: no full-resolution mask or
+float copy), and the unmasked crop is kept as the reconstruction target.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class PipelineSettings:
     cloud_transforms: tuple[str, ...] = ("rotation", "flip_axis")
     mixed_transforms: tuple[str, ...] = ("drop_cuboids", "resized_crop", "flip_horizontal")
     min_pairs: int = 1024
-    superpixels: bool = False  # load and crop superpixels (SLidR); skipped otherwise (defect D16)
+    # load and crop superpixels (SLidR); skipped otherwise (D16, docs/differences.md)
+    superpixels: bool = False
     mim_mask: str = "none"  # CMCR image masking: none, patch16_drop_pairs or pixel_keep_pairs (see mim_masks)
     mim_camera_prob: float = 0.5  # probability that a camera is masked at all
     mim_mask_prob: float = 0.5  # probability of each patch / pixel of a masked camera
@@ -69,7 +70,7 @@ def mim_masks(
     mask_prob: float = 0.5,
     patch_size: int = 16,
 ) -> np.ndarray:
-    """(C, h, w) bool, True where a crop pixel is masked (METHODS.md §7.2).
+    """(C, h, w) bool, True where a crop pixel is masked (docs/cmcr.md).
 
     Each camera is masked with probability `camera_prob` (one draw per camera, then its mask draws).
     "pixel_keep_pairs": every crop pixel independently with `mask_prob`. Deviation: the reference draws
@@ -106,7 +107,8 @@ def mask_cameras(
     """(masked images, unmasked target images, pairings): masked pixels set to 0 (black).
 
     `drop_pairs` removes the pairs whose crop pixel is masked, with a real boolean mask (the reference's
-    integer "mask" turned them into copies of pairs #0/#1, defect D1); otherwise every pair is kept.
+    integer "mask" turned them into copies of pairs #0/#1, D1 of docs/differences.md); otherwise every pair is
+    kept.
     """
     target = cameras.images
     masked = target.masked_fill(torch.from_numpy(masks).unsqueeze(1), 0)

@@ -1,4 +1,5 @@
-"""LiDAR → camera projection and point-to-pixel pairings (PROTOCOLS.md §3).
+"""LiDAR → camera projection and point-to-pixel pairings (the chain of nuscenes-devkit's
+`map_pointcloud_to_image`, as SLidR uses it; docs/data-format.md).
 
 The nuScenes calibration chain (LiDAR calibrated_sensor → LiDAR-time ego_pose → camera-time ego_pose⁻¹ →
 camera calibrated_sensor⁻¹ → intrinsics) is composed into one 3×4 matrix per (sample, camera) so all six
@@ -22,7 +23,7 @@ def lidar_to_camera_transform(
     camera_pose: Mapping[str, Any],
     camera_calibration: Mapping[str, Any],
 ) -> np.ndarray:
-    """4×4 rigid transform from the LiDAR sensor frame to the camera frame (PROTOCOLS.md §3 steps 1–4).
+    """4×4 rigid transform from the LiDAR sensor frame to the camera frame (the devkit chain's steps 1–4).
 
     Args:
         lidar_calibration, camera_calibration: `calibrated_sensor` records (translation, rotation w-x-y-z).
@@ -70,7 +71,7 @@ def point_pairings(
     image_hw: np.ndarray,
     min_depth: float = MIN_DEPTH_M,
 ) -> np.ndarray:
-    """Point-to-pixel pairings of one LiDAR sweep with every camera (PROTOCOLS.md §3 steps 5–7).
+    """Point-to-pixel pairings of one LiDAR sweep with every camera (the devkit chain's steps 5–7).
 
     A point pairs with camera c when its depth > min_depth and 0 < u < W − 1, 0 < v < H − 1 (strict,
     SLidR's margins; the devkit's `map_pointcloud_to_image` uses 1 < u, 1 < v); its pixel is

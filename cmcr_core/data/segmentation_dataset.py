@@ -1,10 +1,11 @@
 """Labelled, voxelised LiDAR scans for semantic-segmentation fine-tuning, probing and evaluation.
 
-PROTOCOLS.md §4-§5, §8-§10: training applies the cloud transforms (rotation about z, axis flips) with a
-generator seeded from `(seed, epoch, index)`; evaluation applies none. Points are floor-quantised
-(cylindrical or cartesian); the feature of a voxel is the scaled intensity of its representative point
-(the first point of the voxel in input order) and so is its label (no majority vote). Every sample keeps
-the inverse map point -> voxel and every point's label, so evaluation scores all points of the scan.
+The downstream protocol of SLidR and CMCR: training applies the cloud transforms (rotation about z, axis
+flips) with a generator seeded from `(seed, epoch, index)`; evaluation applies none. Points are
+floor-quantised (cylindrical or cartesian); the feature of a voxel is the scaled intensity of its
+representative point (the first point of the voxel in input order) and so is its label (no majority vote).
+Every sample keeps the inverse map point -> voxel and every point's label, so evaluation scores all points of
+the scan.
 
 Any sequence of items with `points` (N, 4) float32, `labels` (N,) ids (0 = ignore), `token` and
 `lidar_token` is a source: prepared nuScenes (`PreparedDataset`) and prepared SemanticKITTI alike.

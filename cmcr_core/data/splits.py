@@ -1,7 +1,7 @@
 """Named scene subsets of a nuScenes release: official splits, mini splits and the "parametrize" split.
 
 Scene membership comes from the devkit (`nuscenes.utils.splits.create_splits_scenes`); the held-out list
-of the SLidR/CMCR "parametrize" pretraining split is PROTOCOLS.md §2. Every subset is filtered to the
+of the SLidR/CMCR "parametrize" pretraining split is valeoai/SLidR's. Every subset is filtered to the
 scenes present in the dataroot and kept in `scene.json` order (label fractions depend on that order).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# PROTOCOLS.md §2: 100 official-train scenes held out from pretraining (phase "verifying").
+# valeoai/SLidR: 100 official-train scenes held out from pretraining (phase "verifying").
 HELD_OUT_SCENE_NUMBERS: tuple[int, ...] = (
     8, 9, 19, 29, 32, 42, 45, 49, 52, 54, 56, 66, 67, 73, 131, 152, 166, 168, 183, 190,
     194, 208, 210, 211, 241, 243, 248, 259, 260, 261, 287, 292, 297, 305, 306, 350, 352, 358, 361, 365,
@@ -28,8 +28,8 @@ PRETRAIN_SPLITS: tuple[str, ...] = ("parametrize", "verifying")
 def pretraining_base_split(version: str) -> str:
     """The split that "parametrize"/"verifying" are carved from for a release version.
 
-    The full releases use the official `train` split (PROTOCOLS.md §2). v1.0-mini has only 6 official
-    train scenes, so its explicit preset carves from `mini_train` instead (PROTOCOLS.md §2: pretraining on
+    The full releases use the official `train` split (as SLidR). v1.0-mini has only 6 official
+    train scenes, so its explicit preset carves from `mini_train` instead (SLidR's code: pretraining on
     mini_train minus scene-1094 = 7 scenes; "verifying" = scene-1094).
     """
     return "mini_train" if version.endswith("mini") else "train"

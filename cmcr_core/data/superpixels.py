@@ -1,11 +1,11 @@
 """SLIC superpixels for camera images, at full resolution (SLidR) or on a downscaled image (fast).
 
-SLidR computes `slic(image, n_segments=150, compactness=6, sigma=3, start_label=0)` on the full 1600×900
-image (PROTOCOLS.md §6), about 1.4 s per image. SLIC's cost is linear in the pixel count and its
-compactness term is normalised by the grid step, so running it on an image downscaled by `scale` with
-`sigma * scale` and the same `n_segments` gives the same kind of segmentation about 1/scale² times faster;
-the labels are brought back to full resolution by nearest-neighbour upsampling. JPEGs are decoded
-directly at the reduced size (libjpeg DCT scaling), which also skips most of the decoding work.
+SLidR computes `slic(image, n_segments=150, compactness=6, sigma=3, start_label=0)` on the full 1600×900 image
+(valeoai/SLidR `superpixel_segmenter.py`), about 1.4 s per image. SLIC's cost is linear in the pixel count and
+its compactness term is normalised by the grid step, so running it on an image downscaled by `scale` with
+`sigma * scale` and the same `n_segments` gives the same kind of segmentation about 1/scale² times faster; the
+labels are brought back to full resolution by nearest-neighbour upsampling. JPEGs are decoded directly at the
+reduced size (libjpeg DCT scaling), which also skips most of the decoding work.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class SlicParams:
-    """SLIC settings; the defaults are SLidR's (PROTOCOLS.md §6). `scale` < 1 selects the fast path."""
+    """SLIC settings; the defaults are SLidR's (`superpixel_segmenter.py`). `scale` < 1 is the fast path."""
 
     n_segments: int = 150
     compactness: float = 6.0

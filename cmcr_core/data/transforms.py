@@ -1,4 +1,4 @@
-"""Pretraining augmentations (reference PROTOCOLS.md §4), every random choice from an explicit generator.
+"""Pretraining augmentations (SLidR's and CMCR's `utils/transforms.py`), every random choice explicit.
 
 A training item travels through these functions as a `PairedSample`: points in the LiDAR frame, the camera
 images, the point-to-pixel pairings and (optionally) superpixels. Cloud transforms move points only
@@ -9,7 +9,7 @@ Deliberate differences from the reference code (documented in docs/pipeline.md):
   output; the reference's `round((row - top) * out_h / h)` can produce `out_h` itself for tall crops;
 - the crop is resampled at most `max_attempts` times, then the whole image is used (it keeps every pair),
   so a camera with few pairs can never loop forever;
-- DropCuboids has one signature for every caller (reference defect D6).
+- DropCuboids has one signature for every caller (D6, docs/differences.md).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def crop_and_flip_cameras(
     flip: bool = True,
     max_attempts: int = 50,
 ) -> CroppedCameras:
-    """ResizedCrop then FlipHorizontal for every camera (PROTOCOLS.md §4).
+    """ResizedCrop then FlipHorizontal for every camera (as SLidR's transforms).
 
     A crop is redrawn until more than `min_pairs` pairs survive or more than 75 % of the camera's pairs do
     (at most `max_attempts` times, then the whole image is used). `random_crop=False` resizes the whole

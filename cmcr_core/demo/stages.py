@@ -4,10 +4,10 @@ Seven stages, each through the public core function that the matching `cmcr` com
 
 1. write world A (seed 0; the teacher's world) and world B (seed 1; pretraining and evaluation);
 2. train the semantic teacher on world A (recipes/semantic_teacher_synthetic.yaml);
-3. prepare world B (no superpixels: PPKT and CMCR do not use them);
-4. pretrain CMCR and PPKT on world B's mini_train scenes, each from the semantic teacher and from a
-   randomly initialised ResNet-18 (four checkpoints);
-5. linear probing and one-labelled-scene fine-tuning of the four checkpoints and of random initialisation,
+3. prepare world B (with SLIC superpixels, for SLidR);
+4. pretrain CMCR (the recommended recipe) and PPKT on world B's mini_train scenes, each from the semantic
+   teacher and from a randomly initialised ResNet-18, and SLidR from the semantic teacher (five checkpoints);
+5. linear probing and one-labelled-scene fine-tuning of the five checkpoints and of random initialisation,
    over `seeds` seeds, evaluated on the whole mini_val split;
 6. structure (U/T/G/A) of each pretrained space against its teacher on mini_val, with the plots;
 7. DIR/report.md and DIR/report.json (`cmcr_core.demo.report`).
@@ -73,8 +73,10 @@ class DemoResult:
 
 
 def default_recipes_dir() -> Path:
-    """The repository's recipes/ folder (next to the cmcr_core package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "recipes"
+    """The recipes shipped with the package (the repository's recipes/ folder in a source checkout)."""
+    from cmcr_core.config import packaged_recipes_dir
+
+    return packaged_recipes_dir()
 
 
 def _q(value: str | Path) -> str:
@@ -85,8 +87,8 @@ def _q(value: str | Path) -> str:
 class _Stages:
     """Stage records under DIR/stages: a stage is done when its record and its outputs exist."""
 
-    def __init__(self, out: Path, say: Callable[[str], None]) -> None:
-        self.folder, self.say = out / "stages", say
+    def __init__(self, out: Path, say: Callable[[str], None], device: str = "auto") -> None:
+        self.folder, self.say, self.device = out / "stages", say, device
         self.ran: list[str] = []
         self.skipped: list[str] = []
 
@@ -151,7 +153,8 @@ def _teacher_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Path
             sets = [f"data.world={_q(world)}", f"train.max_steps={plan.teacher_steps}",
                     f"optim.warmup_steps={warmup}", f"data.batch_size={plan.teacher_batch}",
                     f"data.crop_size=[{plan.teacher_crop[0]}, {plan.teacher_crop[1]}]", "data.num_workers=0",
-                    f"train.checkpoint_every={max(1, plan.teacher_steps // 4)}", "train.log_every=5"]
+                    f"train.checkpoint_every={max(1, plan.teacher_steps // 4)}", "train.log_every=5",
+                    f"train.device={stages.device}"]
             recipe = config.load_recipe(recipes_dir / "semantic_teacher_synthetic.yaml", sets,
                                         kind=config.TeacherTrainRecipe)
             run = run_teacher_training(recipe, run_dir, resume=(run_dir / CHECKPOINT).exists())
@@ -168,10 +171,10 @@ def _prepare_stage(stages: _Stages, out: Path, world: Path) -> Path:
     from cmcr_core.data.prepare_nuscenes import PrepareOptions, prepare_nuscenes
 
     prepared = out / "prepared"
-    label = f"[3/{STAGES}] preparing world_b (HDF5 shards, no superpixels)"
+    label = f"[3/{STAGES}] preparing world_b (HDF5 shards, SLIC superpixels for SLidR)"
     with stages.run("prepare", label, (prepared,)) as info:
         if info is not None:
-            report = prepare_nuscenes(world, "v1.0-mini", prepared, PrepareOptions(superpixels="none"))
+            report = prepare_nuscenes(world, "v1.0-mini", prepared, PrepareOptions(superpixels="slic"))
             if report.failures:
                 first = report.failures[0]
                 raise RuntimeError(f"preparing {world} failed for {len(report.failures)} samples, e.g. "
@@ -196,7 +199,7 @@ def _pretrain_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: Pat
             sets = [f"data.path={_q(prepared)}", "data.split=mini_train", f"teacher.weights={weights}",
                     f"train.max_steps={plan.pretrain_steps}", f"data.batch_size={plan.pretrain_batch}",
                     "data.num_workers=0", f"train.checkpoint_every={max(1, plan.pretrain_steps // 4)}",
-                    "train.log_every=1"]
+                    "train.log_every=1", f"train.device={stages.device}"]
             if method == "cmcr":  # the downstream voxelisation is cylindrical (finetune recipes)
                 sets.append("data.cylindrical=true")
             recipe = config.load_recipe(recipes_dir / f"{method}_synthetic.yaml", sets)
@@ -220,7 +223,7 @@ def _downstream_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: P
     with stages.run(f"{protocol}_{name}", label, (run_dir / METRICS_JSON,)) as info:
         if info is not None:
             sets = [f"data.path={_q(prepared)}", f"train.epochs={epochs}", f"data.label_fraction={fraction}",
-                    "data.num_workers=0", "train.log_every=1"]
+                    "data.num_workers=0", "train.log_every=1", f"train.device={stages.device}"]
             if protocol == "probe":
                 sets.append(f"optim.lr={plan.probe_lr!r}")
             recipe = config.load_recipe(recipes_dir / f"{protocol}_synthetic.yaml", sets,
@@ -232,6 +235,7 @@ def _downstream_stage(stages: _Stages, plan: DemoPlan, out: Path, recipes_dir: P
 
 def _analysis_stage(stages: _Stages, plan: DemoPlan, out: Path, prepared: Path,
                     checkpoints: dict[str, Path]) -> Path:
+    from cmcr_core.engine.runner import resolve_device
     from cmcr_core.runs.analyze import analyze_runs
 
     folder = out / "analysis"
@@ -242,15 +246,17 @@ def _analysis_stage(stages: _Stages, plan: DemoPlan, out: Path, prepared: Path,
             miou_file = folder / "probe_miou.json"  # paths relative to the file: read_miou_file's rule
             write_json_atomic(miou_file, {n: f"../probe/{n}/metrics.json" for n in checkpoints}, newline=True)
             result = analyze_runs(list(checkpoints.values()), prepared, folder, split="mini_val",
-                                  per_class=plan.analysis_per_class, seed=0, miou_file=miou_file)
+                                  per_class=plan.analysis_per_class, seed=0, miou_file=miou_file,
+                                  device=resolve_device(stages.device))
             info.update(files=[p.name for p in result.files])
     return folder
 
 
 def run_demo(out: str | Path, quick: bool = False, seeds: int | None = None, threads: int = 2,
              force: bool = False, recipes_dir: str | Path | None = None,
-             say: Callable[[str], None] = print) -> DemoResult:
-    """Run (or continue) the demo into `out`; `say` receives one line per stage. Returns the report."""
+             say: Callable[[str], None] = print, device: str = "auto") -> DemoResult:
+    """Run (or continue) the demo into `out` on `device` (auto, cpu, cuda); `say` receives one line per
+    stage. Returns the report."""
     import torch
 
     if threads < 1:
@@ -258,13 +264,13 @@ def run_demo(out: str | Path, quick: bool = False, seeds: int | None = None, thr
     out = Path(out)
     recipes_dir = Path(recipes_dir) if recipes_dir is not None else default_recipes_dir()
     if not (recipes_dir / "ppkt_synthetic.yaml").is_file():
-        raise FileNotFoundError(f"no recipes in {recipes_dir} (ppkt_synthetic.yaml missing): pass the "
-                                f"repository's recipes/ folder with --recipes")
+        raise FileNotFoundError(f"no recipes in {recipes_dir} (ppkt_synthetic.yaml missing): pass a folder "
+                                "holding the synthetic recipes with --recipes")
     plan = make_plan(quick, seeds)
     check_settings(out, plan, force)
     torch.set_num_threads(threads)
     t0, c0 = time.perf_counter(), time.process_time()
-    stages = _Stages(out, say)
+    stages = _Stages(out, say, device)
     world_a = _world_stage(stages, plan, out, "world_a", 0, plan.world_a)
     world_b = _world_stage(stages, plan, out, "world_b", 1, plan.world_b)
     teacher = _teacher_stage(stages, plan, out, recipes_dir, world_a)

@@ -83,7 +83,7 @@ class TrainSettings:
     keep_checkpoints: bool = False
     log_every: int = 1
     display_every: int = 10
-    # DDP: leave False (defect D12) unless a method really skips parameters in some steps.
+    # DDP: leave False (D12, docs/differences.md) unless a method really skips parameters in some steps.
     find_unused_parameters: bool = False
 
     @classmethod

@@ -65,9 +65,9 @@ class Method(nn.Module):
     def seed_generators(self, seed: int, *names: str) -> None:
         """Create the attributes `names` as torch generators seeded seed, seed + 1, ...
 
-        Random draws (e.g. pair sampling) happen on the features' device, with no host round trip (defect
-        D11), so these generators follow the module: moving it re-creates them on the new device with the
-        same seeds. Moving happens before training starts, hence re-seeding loses nothing.
+        Random draws (e.g. pair sampling) happen on the features' device, with no host round trip (D11 of
+        docs/differences.md), so these generators follow the module: moving it re-creates them on the new
+        device with the same seeds. Moving happens before training starts, hence re-seeding loses nothing.
         """
         self._generator_seeds = {name: seed + i for i, name in enumerate(names)}
         for name, value in self._generator_seeds.items():

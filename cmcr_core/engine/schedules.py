@@ -4,7 +4,7 @@ A schedule is a (total_steps,) float64 tensor of factors; step ``s`` (0-based) o
 at ``group["base_lr"] * factors[s]``. Precomputing keeps the loop free of scheduler objects and makes the
 schedule position (= the step) the only state to checkpoint.
 
-Schedules (METHODS.md §9):
+Schedules (those of valeoai/SLidR and Eaphan/CMCR):
 
 * ``constant``: factor 1 (CMCR).
 * ``cosine``: ``final + (1 − final)·(1 + cos(π·t/T))/2``, the closed form of ``CosineAnnealingLR`` with

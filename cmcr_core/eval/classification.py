@@ -1,7 +1,7 @@
 """Object classification metrics of a ReCon encoder: frozen global features, accuracy, voting, zero-shot.
 
 Voting is reported as the mean (and std) over votes, not the maximum over 299 voting rounds that ReCon's
-code (qizekun/ReCon) reports. Zero-shot follows its zero-shot model: a cloud's feature is
+code (qizekun/ReCon) reports (docs/recon.md). Zero-shot follows its zero-shot model: a cloud's feature is
 ``ratio · text_proj(q_text) + img_proj(q_img)``, a class's embedding the sum of its prompts' text features
 (unnormalised), the prediction the class of highest cosine.
 """

@@ -1,6 +1,6 @@
 """Paired 3D/2D features of pretrained runs on prepared data, for `cmcr analyze` and `cmcr zeroshot`.
 
-Sampling (PROTOCOLS.md §13) [paper: 5,000 features per class × 16; the rest assumed, PROTOCOLS §13]:
+Sampling [paper: 5,000 features per class × 16 (the relational distillation paper); the rest assumed]:
 
 1. **Selection** (depends on the data and the seed only, so every model is measured on the same points):
    the candidates are the labelled points (coarse id 1..16) of the split that at least one camera sees;

@@ -1,4 +1,4 @@
-"""Figures of the structure analysis (PROTOCOLS.md §13): PCA scatters, U/T/G bars, toy curves and spheres.
+"""Figures of the structure analysis (docs/analysis.md): PCA scatters, U/T/G bars, toy curves and spheres.
 
 Every figure is built on its own ``matplotlib.figure.Figure`` with an Agg canvas and written straight to
 a file; pyplot is never imported, so no global figure state, backend switch or open-figure leak can

@@ -1,6 +1,6 @@
-"""Linear probes on frozen features: a torch LinearSVC (the reference probe) and logistic regression.
+"""Linear probes on frozen features: scikit-learn's LinearSVC (the reference probe) and logistic regression.
 
-* ``fit_linear_svc``: ``sklearn.svm.LinearSVC(C)`` solved exactly (one-vs-rest, squared hinge);
+* ``fit_linear_svc``: ``sklearn.svm.LinearSVC(C)`` (one-vs-rest, squared hinge, liblinear), solved tightly;
 * ``fit_linear_classifier``: full-batch multinomial logistic regression (AdamW) on standardised features;
 * ``linear_probe``: ``fit_linear_classifier`` scored on a train and a test set.
 
@@ -60,40 +60,28 @@ def fit_linear_classifier(
 def fit_linear_svc(
     train_x: Tensor, train_y: Tensor, num_classes: int, c: float = 0.075
 ) -> Callable[[Tensor], Tensor]:
-    """Torch equivalent of ``sklearn.svm.LinearSVC(C=c)`` (the reference probe): one-vs-rest, squared hinge,
-    L2 penalty on the weights *and* the intercept (liblinear's ``intercept_scaling = 1``), raw features.
+    """``sklearn.svm.LinearSVC(C=c)`` on raw features, as the ReCon code (qizekun/ReCon) probes: one-vs-rest,
+    squared hinge, L2 penalty on the weights and the intercept (liblinear's ``intercept_scaling = 1``).
 
-    Each class solves ``min 0.5 |w|^2 + c * sum_i max(0, 1 - y_i (w . [x_i, 1]))^2`` (y = +-1) exactly by a
-    generalised Newton method with backtracking (the objective is strongly convex and piecewise quadratic).
-    Returns x -> decision values (B x classes).
+    The objective is the reference's; it is solved in the primal (liblinear's trust-region Newton method) to
+    a tolerance of 1e-7 rather than in the dual at scikit-learn's default 1e-4, whose early stop can move a
+    test sample across a decision boundary, and faster on ModelNet40-sized features (9,843 x 768: 45 s
+    against 110 s on one CPU core). Returns x -> decision values (B x classes, float32).
     """
+    from sklearn.svm import LinearSVC  # scikit-learn is a dependency; imported here to keep imports cheap
+
     if c <= 0:
         raise ValueError(f"linear SVC: C must be > 0, got {c}")
-    x = torch.cat([train_x.double(), torch.ones(len(train_x), 1, dtype=torch.float64)], dim=1)
-    eye = torch.eye(x.shape[1], dtype=torch.float64)
-    weights = []
-    for k in range(num_classes):
-        y = (train_y == k).double() * 2 - 1
-        w = torch.zeros(x.shape[1], dtype=torch.float64)
-
-        def objective(w: Tensor, y: Tensor = y) -> Tensor:
-            return 0.5 * w @ w + c * (1 - y * (x @ w)).clamp_min(0).square().sum()
-
-        for _ in range(100):
-            margin = 1 - y * (x @ w)
-            active = margin > 0
-            xa = x[active]
-            grad = w - 2 * c * xa.T @ (y[active] * margin[active])
-            if float(grad.norm()) <= 1e-10 * max(1.0, float(w.norm())):
-                break
-            step = torch.linalg.solve(eye + 2 * c * xa.T @ xa, grad)
-            value, t = objective(w), 1.0
-            while t > 1e-12 and objective(w - t * step) > value - 1e-4 * t * (grad @ step):
-                t /= 2
-            w = w - t * step
-        weights.append(w)
-    stacked = torch.stack(weights, dim=1)  # (D + 1) x classes
-    return lambda feats: (feats.double() @ stacked[:-1] + stacked[-1]).float()
+    labels = train_y.cpu().numpy()
+    missing = sorted(set(range(num_classes)) - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"linear SVC: classes {missing} have no training sample")
+    svc = LinearSVC(C=c, tol=1e-7, max_iter=100_000, dual=False)
+    svc.fit(train_x.detach().cpu().double().numpy(), labels)
+    weight, bias = torch.from_numpy(svc.coef_.T.copy()), torch.from_numpy(svc.intercept_.copy())
+    if num_classes == 2:  # scikit-learn keeps one column for two classes (class 1's score): add class 0's
+        weight, bias = torch.cat([-weight, weight], 1), torch.cat([-bias, bias])
+    return lambda feats: (feats.detach().cpu().double() @ weight + bias).float()
 
 
 def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,

@@ -1,4 +1,5 @@
-"""Semantic-segmentation metrics (PROTOCOLS.md §10) and prediction export in the nuScenes lidarseg format.
+"""Semantic-segmentation metrics (as nuscenes-devkit's LidarSegEval) and prediction export in the nuScenes
+lidarseg format.
 
 Conventions, identical to nuscenes-devkit's `ConfusionMatrix` / `LidarSegEval`:
 
@@ -6,8 +7,8 @@ Conventions, identical to nuscenes-devkit's `ConfusionMatrix` / `LidarSegEval`:
   the row and the column of the ignore class 0 are zeroed;
 * predictions are in 1..K−1 (class 0 is never predicted: its logit is suppressed before the argmax);
 * IoU_c = TP_c / (TP_c + FP_c + FN_c); a class whose union is empty is **absent**: its IoU is NaN, it is
-  left out of the mean and listed by name (the reference code's IoU = 1 for such classes, defect D3, is
-  not reproduced);
+  left out of the mean and listed by name (the reference code's IoU = 1 for such classes, D3 of
+  docs/differences.md, is not reproduced);
 * mIoU = mean of the IoUs of the present classes 1..K−1.
 """
 
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 IGNORE_INDEX = 0
-SUPPRESSED_LOGIT = -1e6  # class 0 is never predicted (PROTOCOLS.md §10)
+SUPPRESSED_LOGIT = -1e6  # class 0 is never predicted (as SLidR's and CMCR's evaluation)
 CLASS_TABLE_COLUMNS: tuple[str, ...] = ("class", "IoU %", "TP", "FP", "FN", "GT points")
 
 

@@ -1,6 +1,6 @@
 """Structure metrics of a representation: uniformity U, tolerance T, modality gap G, alignment A.
 
-Definitions (PROTOCOLS.md §13); every feature is L2-normalised first (x̂ = x/‖x‖):
+Definitions (docs/analysis.md, with the papers named below); every feature is L2-normalised first (x̂ = x/‖x‖):
 
 * Uniformity (Wang & Isola 2020), t = 2: L_uniform = log mean_{i<j} exp(−t‖x̂_i − x̂_j‖²) and
   **U = −L_uniform** (higher = more uniform) [sign and t = 2 assumed; matches the paper's positive values].
@@ -15,7 +15,7 @@ Definitions (PROTOCOLS.md §13); every feature is L2-normalised first (x̂ = x/�
 * Modality gap (Liang et al. 2022): G = ‖mean_i x̂_i^{2D} − mean_i x̂_i^{3D}‖₂ over paired rows.
 * Alignment (optional, Wang & Isola, α = 2): A = mean_i ‖x̂_i^{3D} − x̂_i^{2D}‖^α.
 * Differences to the teacher: ΔU = U_3D − U_2D, ΔT = T_3D − T_2D, |ΔU|, |ΔT| and G reported separately;
-  no weighted "structural gap" is invented (PROTOCOLS §13).
+  no weighted "structural gap" is invented (the relational paper defines none).
 
 The O(N·D) reductions run over row chunks in the features' dtype (at least float32) with float64 running
 totals, and fold the normalisation into the products (Σ x̂ = Σ x/‖x‖), so they never copy the whole
@@ -168,7 +168,7 @@ def uniformity_sampled(
 
     Args:
         x: (N, D) features, N ≥ 2.
-        num_pairs: number of random pairs (PROTOCOLS §13 suggests 10⁷).
+        num_pairs: number of random pairs (e.g. 10⁷ at the paper's 80,000 features).
         generator: explicit torch RNG (on the device of ``x``).
         t: uniformity temperature.
         chunk_pairs: pairs evaluated at once (memory bound).

@@ -1,4 +1,5 @@
-"""Toy experiment of relational distillation (METHODS.md §8.6): the source on S², its settings and results.
+"""Toy experiment of relational distillation (the relational paper's toy; docs/analysis.md): the source on S²,
+its settings and results.
 
 The training of the student MLP with each loss is ``cmcr_core.runs.toy.run_toy_experiment``.
 
@@ -19,7 +20,7 @@ source representation at U = 0.89, T = 0.66 [paper]; every other setting is [unk
 * Student: 3-layer ReLU MLP 2 → H → H → 3, then L2 normalisation; Adam, full batch; every loss starts
   from the same initial weights.
 * Logged every iteration (on the features of that iteration's forward pass): U (t = 2) and T (clusters as
-  classes), definitions of PROTOCOLS.md §13.
+  classes), as defined in cmcr_core.eval.structure.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Zero-shot segmentation, tensor part: point features vs. class text embeddings (PROTOCOLS.md §12).
+"""Zero-shot segmentation, tensor part: point features vs. class text embeddings (CLIP2Scene's protocol).
 
 * Text classifier: t_c = normalize(mean_p normalize(E_text(p(c)))) — each template embedding is
   normalised, averaged over templates, and the mean renormalised (CLIP / CLIP2Scene prompt ensembling).
@@ -7,7 +7,7 @@
   text encoder is available (tests, CPU demos, an upper-bound "oracle classifier").
 
 Predictions are 0-based indices into the class list. For the nuScenes classes below, index c corresponds
-to the segmentation train id c + 1 (train id 0 = ignore, PROTOCOLS §8.2).
+to the segmentation train id c + 1 (train id 0 = ignore, docs/data-format.md).
 
 The relational paper's prompts and class strings are [unknown]; the CLIP2Scene (85 templates) and
 OpenScene (one template) conventions are provided as data constants.

@@ -1,4 +1,4 @@
-"""CMCR cross-modal code matching, L_cmcm (METHODS.md §7.8).
+"""CMCR cross-modal code matching, L_cmcm (docs/cmcr.md).
 
 Soft code assignments with gradient, from negative Euclidean (not squared) distances to the K codewords at
 temperature τ (1 in the reference)::
@@ -8,8 +8,9 @@ temperature τ (1 in the reference)::
     L_cmcm = −(1/M) Σ_i log( exp(S_ii) / Σ_j exp(S_ij) ) = cross_entropy(S, arange(M))
 
 The reference computes the last line with a Python loop over i, a shift by min(S) and a +1e-5 in the
-denominator; one ``cross_entropy`` is the same up to that 1e-5 (defect D10). The squared distance is
-clamped before the square root (defect D19); the clamp is at 1e-12 rather than 0 so that the backward of
+denominator; one ``cross_entropy`` is the same up to that 1e-5 (D10 of docs/differences.md).
+The squared distance is clamped before the square root (D19 of docs/differences.md); the clamp is at
+1e-12 rather than 0 so that the backward of
 √ stays finite when a feature sits exactly on a codeword. With unit vectors and τ = 1 the softmax over
 400 codes is nearly uniform and L_cmcm ≈ log M: a faithful port reproduces that weak signal.
 """

@@ -1,4 +1,4 @@
-"""CMCR's unified codebook: K unit codewords shared by both modalities, updated by EMA (METHODS.md §7.6).
+"""CMCR's unified codebook: K unit codewords shared by both modalities, updated by EMA (docs/cmcr.md).
 
 Buffers (stored in training checkpoints, never handed to downstream tasks):
 
@@ -16,11 +16,13 @@ decay γ and Laplace ε — the point pass, then the image pass::
 then, when ``torch.distributed`` is initialised, W and n are averaged over ranks (all_reduce SUM / world,
 one collective) and C ← normalize_rows(W / n). Everything runs in float32 under ``no_grad``, also under
 autocast. Initialisation is identical on every rank (seeded generator; broadcast from rank 0 at the first
-update when a process group exists), instead of relying on DDP's buffer broadcast (defect D18).
+update when a process group exists), instead of relying on DDP's buffer broadcast (D18 of
+docs/differences.md).
 
 Nearest-code search uses argmax of x·cᵀ (equal to argmin ‖x − c‖² because every codeword has unit norm)
 over chunks of rows, so memory is O(N) plus one (chunk, K) float32 block, never a float64 (N, K) distance
-matrix (defect D9). Blocks of 4096 rows (6.5 MB of scores) stay in cache; 32768-row blocks ran about
+matrix (D9 of docs/differences.md).
+Blocks of 4096 rows (6.5 MB of scores) stay in cache; 32768-row blocks ran about
 1.7× slower on the CPU. ``nearest_upsampled`` searches bilinearly upsampled maps from their
 low-resolution scores (the MIM path: h instead of D multiply-adds per pixel and code).
 """

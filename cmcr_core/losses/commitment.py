@@ -1,4 +1,4 @@
-"""CMCR commitment losses with the cross-modal term (METHODS.md §7.7).
+"""CMCR commitment losses with the cross-modal term (docs/cmcr.md).
 
 For M pairs with point features P, pixel features Vf (both (M, D)) and the codewords C[kP], C[kV] chosen
 for them (hard codes on the step's starting codebook), with mse = mean over the M×D elements and sg the

@@ -1,6 +1,6 @@
 """One-directional InfoNCE between paired student and teacher rows (contrastive distillation).
 
-Formula (METHODS.md §8.2)::
+Formula (the relational paper's contrastive baseline)::
 
     L_con = -(1/N) Σ_i log( exp(k_i·q_i / τ) / Σ_j exp(k_i·q_j / τ) )
 
@@ -11,8 +11,8 @@ PPKT/SLidR/ST-SLidR/CLIP2Scene.
 Defaults and evidence:
 
 * τ = 0.07 [code: PPKT/SLidR/ST-SLidR/CLIP2Scene]; the relational paper's τ is [unknown].
-* Both inputs are L2-normalised [assumed, METHODS §8.1]; pass ``normalize=False`` when the caller has
-  already normalised (the result is then the plain dot-product InfoNCE).
+* Both inputs are L2-normalised [assumed: the paper does not say]; pass ``normalize=False`` when the caller
+  has already normalised (the result is then the plain dot-product InfoNCE).
 * The teacher is frozen: ``teacher`` is detached, so no gradient reaches it.
 
 This is the same formula as the PointInfoNCE used by PPKT (``point_info_nce.py``) for rows that are

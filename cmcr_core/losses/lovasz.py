@@ -6,7 +6,7 @@ the Jaccard loss Δ_c(M) = |M| / |{y = c} ∪ M| evaluated at e:
 
     loss_c = Σ_i e_π(i) · (Δ_c({π(1..i)}) − Δ_c({π(1..i−1)}))
 
-The segmentation fine-tuning of the references (PROTOCOLS.md §8.3) adds it to the cross-entropy with
+The segmentation fine-tuning of SLidR and CMCR (their downstream configs) adds it to the cross-entropy with
 `classes="present"`: the mean over the classes that occur in the labels of the batch. The caller removes
 ignored points (label 0) before calling, or passes `ignore_index`.
 """

@@ -1,4 +1,4 @@
-"""CMCR occupancy and intensity estimation losses over (query, neighbour) pairs (METHODS.md §7.10).
+"""CMCR occupancy and intensity estimation losses over (query, neighbour) pairs (docs/cmcr.md).
 
 Every pair (query i, neighbouring LiDAR point j) yields two outputs o = (o₀, o₁) of the occupancy MLP;
 each pair is supervised independently (no aggregation over neighbours)::

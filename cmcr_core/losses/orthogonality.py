@@ -1,4 +1,4 @@
-"""CMCR orthogonality loss between modality-shared and modality-specific 3D features (METHODS.md §7.5).
+"""CMCR orthogonality loss between modality-shared and modality-specific 3D features (docs/cmcr.md).
 
 With F (V, D) the unit-norm shared features and G (V, D) the raw specific features of all V voxels::
 

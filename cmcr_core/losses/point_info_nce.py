@@ -1,4 +1,4 @@
-"""PointInfoNCE: point-to-pixel contrastive loss of PPKT and CMCR (METHODS.md §5, §7.4).
+"""PointInfoNCE: point-to-pixel contrastive loss of PPKT and CMCR (PPKT as in valeoai/SLidR).
 
 From the P pairs (voxel index, image index, row, col) of a per-GPU batch, M pairs are sampled uniformly
 without replacement (all P pairs, in their given order, when P ≤ M). With k_m the student feature of the
@@ -8,7 +8,7 @@ m-th sampled voxel and q_m the teacher feature of its pixel (both unit norm)::
 
 One direction only: each 3D anchor scores against all sampled pixels (any camera, any sample).
 Defaults: M = 4096 (PPKT/SLidR; CMCR uses 2048), τ = 0.07. Sampling runs on the features' device with an
-explicit ``torch.Generator`` (no host round trip, defect D11; reproducible, resumable).
+explicit ``torch.Generator`` (no host round trip, D11 of docs/differences.md; reproducible, resumable).
 The similarity matrix is computed in float32 even under bf16 autocast.
 """
 

@@ -1,7 +1,7 @@
 """Relational distillation loss: match the student's cross- and intra-modal similarity structure.
 
-Formulas (METHODS.md §8.4), with K the (N, D) student and Q the (N, D) frozen teacher, both L2-normalised
-and row-paired::
+Formulas (the relational distillation paper), with K the (N, D) student and Q the (N, D) frozen teacher, both
+L2-normalised and row-paired::
 
     C = |K Qᵀ − Q Qᵀ|                       (N, N), element-wise absolute value
     l_cross_diag    = (1/N) Σ_i C_ii         (= similarity loss, since C_ii = 1 − k_i·q_i)

@@ -1,12 +1,12 @@
 """Similarity distillation loss: mean of 1 − cosine over paired rows, no negatives.
 
-Formula (METHODS.md §8.3)::
+Formula (the relational paper's similarity baseline)::
 
     L_sim = (1/N) Σ_i (1 − k_i·q_i)
 
 Evidence: the form is [secondary] (the same as OpenScene's distillation loss and CLIP2Scene's consistency
-term). Both inputs are L2-normalised [assumed, METHODS §8.1], so ``k_i·q_i`` is a cosine and the loss lies
-in [0, 2]. The teacher is frozen: ``teacher`` is detached.
+term). Both inputs are L2-normalised [assumed: the paper does not say], so ``k_i·q_i`` is a cosine and the
+loss lies in [0, 2]. The teacher is frozen: ``teacher`` is detached.
 
 With unit-norm features this loss equals the diagonal part of the relational loss's cross-modal term
 (``relational.py``: C_ii = |k_i·q_i − q_i·q_i| = 1 − k_i·q_i).

@@ -1,18 +1,20 @@
-"""SLidR's superpixel-driven InfoNCE (METHODS.md §6).
+"""SLidR's superpixel-driven InfoNCE (Sautier et al., CVPR 2022; valeoai/SLidR).
 
 For every superpixel s of the batch:
 
 * k_s = mean of the student features over the **pairs** whose pixel lies in s (a voxel paired with several
   pixels of s counts once per pair);
 * q_s = mean of the teacher features over **all pixels** of s (at crop resolution);
-* superpixels with at least one pair are kept (count > 0, not SLidR's ``k[:, 0] != 0``: defect D15);
+* superpixels with at least one pair are kept (count > 0, not SLidR's ``k[:, 0] != 0``: D15 of
+  docs/differences.md);
 * the pooled vectors are **not** re-normalised;
 * L = InfoNCE(k, q, τ = 0.07) over the kept superpixels (same formula as PointInfoNCE).
 
-Superpixel ids must be unique across the whole batch: image i's ids are offset by the number of ids used
-by images 0..i−1, counted from each image's *actual* maximum id, not by a fixed 150 per image (defect D14;
-``cmcr_core.ops.pixels.offset_superpixel_ids``, called by the collate function). Means are scatter-adds
-(``index_add``) divided by exact counts; SLidR divides by count + 1e-6, a relative difference below 1e-6.
+Superpixel ids must be unique across the whole batch: image i's ids are offset by the number of ids used by
+images 0..i−1, counted from each image's *actual* maximum id, not by a fixed 150 per image (D14 of
+docs/differences.md; ``cmcr_core.ops.pixels.offset_superpixel_ids``, called by the collate function). Means
+are scatter-adds (``index_add``) divided by exact counts; SLidR divides by count + 1e-6, a relative difference
+below 1e-6.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""CMCR: contrastive distillation + unified codebook + geometry-enhanced reconstruction (METHODS.md §7).
+"""CMCR: contrastive distillation + unified codebook + geometry-enhanced reconstruction (docs/cmcr.md).
 
-Wiring of one step (§7.13), every loss on when its weight is > 0::
+Wiring of one step (docs/cmcr.md, "One step"), every loss on when its weight is > 0::
 
     h  = trunk(voxels);  F = l2n(final(h));  G = final_class_level(h)          (V, 64) each, G raw
     E  = frozen encoder(images);  Fi = decoder(E) (unit);  Gi = decoder2(E) (raw)   (I, 64, H, W)
@@ -14,9 +14,9 @@ Wiring of one step (§7.13), every loss on when its weight is > 0::
 
 The codebook is snapshotted at the start of the step: every assignment, quantisation and the CMCM soft
 assignments use that snapshot, so the in-place EMA update cannot disturb autograd and the looked-up
-codewords are the pre-update ones (§7.7, [assumed]). The gradient flow is the table of §7.12 (tested in
+codewords are the pre-update ones ([assumed]). The gradient flow is the table of docs/cmcr.md (tested in
 tests/methods/cmcr/test_gradient_flow.py). Modules of losses that are off are not built, so every parameter of
-the method receives a gradient and DDP needs no ``find_unused_parameters`` (defect D12).
+the method receives a gradient and DDP needs no ``find_unused_parameters`` (D12, docs/differences.md).
 
 Cost (docs/cmcr.md "Cost"): the pixels' codes come from the decoder's low-resolution map
 (``UnifiedCodebook.nearest_upsampled``: scores are linear, so they are upsampled instead of the features),
@@ -265,7 +265,8 @@ class CMCR(DistillationMethod):
             losses["mim"] = w["mim"] * self._mim_loss(mim_encoded, mim_pixels, target, table, pixel_codes_map,
                                                       size, points)
         if occupancy_on:
-            loss_occ, loss_int = self._occupancy_losses(batch, shared, specific, table)
+            loss_occ, loss_int, accuracy = self._occupancy_losses(batch, shared, specific, table)
+            metrics["occupancy_accuracy"] = accuracy
             if w["occupancy"] > 0:
                 losses["occupancy"] = w["occupancy"] * loss_occ
             if w["intensity"] > 0:
@@ -363,8 +364,9 @@ class CMCR(DistillationMethod):
 
     def _occupancy_losses(
         self, batch: Batch, shared: Tensor, specific: Tensor, table: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """L_occ, L_int over (query, neighbour point) pairs, features Z = G³ᴰ + STE(q(F³ᴰ)) per voxel.
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """L_occ, L_int over (query, neighbour point) pairs, features Z = G³ᴰ + STE(q(F³ᴰ)) per voxel, and
+        the fraction of pairs whose occupancy logit has the right sign (a metric).
 
         Only the voxels of some pair are assigned, quantised and projected by the MLP's first layer (the
         others do not reach the losses).
@@ -384,5 +386,9 @@ class CMCR(DistillationMethod):
         offsets = (queries[query_index, :3] - batch.points[point_index, :3]).to(fused.dtype)
         # = MLP(cat([Z[voxel(j)], offset])): the first layer's feature part runs once per voxel.
         outputs = self.occupancy_mlp.forward_factored(fused, pair_voxel, offsets)
-        return occupancy_losses(outputs, queries[query_index, QUERY_OCCUPANCY],
-                                queries[query_index, QUERY_INTENSITY])
+        occupied = queries[query_index, QUERY_OCCUPANCY]
+        loss_occ, loss_int = occupancy_losses(outputs, occupied, queries[query_index, QUERY_INTENSITY])
+        with torch.no_grad():  # how often the logit's sign is right (the BCE alone hides it near ln 2)
+            right = ((outputs[:, 0] > 0) == (occupied > 0.5)).float().sum()
+            accuracy = right / max(occupied.shape[0], 1)
+        return loss_occ, loss_int, accuracy

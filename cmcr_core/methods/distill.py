@@ -2,7 +2,7 @@
 
 Both methods are this one module; the recipe decides which losses are on (a loss is on when its weight is
 > 0) and which decoder the teacher uses (`ppkt`: stride-32 encoder + 1x1 conv + bilinear upsampling;
-`dilation`: stride-4 dilated encoder, SLidR). References: METHODS.md §4-§6.
+`dilation`: stride-4 dilated encoder, SLidR). References: the PPKT and SLidR papers, valeoai/SLidR.
 """
 
 from __future__ import annotations

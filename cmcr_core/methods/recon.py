@@ -1,4 +1,4 @@
-"""ReCon pretraining method (contrast guided by reconstruction, METHODS.md section 11) and its eval pieces.
+"""ReCon pretraining method (contrast guided by reconstruction, qizekun/ReCon) and its eval pieces.
 
 ``ReConMethod.forward(batch)`` takes any batch with ``points`` (B x N x 3), ``labels`` (B), and, when the
 distillation terms are on, ``img_target`` (B x D_img) and ``text_target`` (B x D_text) (e.g.
@@ -35,7 +35,7 @@ from cmcr_core.ops.geometry import (
     random_patch_mask,
 )
 
-# architecture presets: the published sizes (METHODS.md 11.2) and the CI sizes of section 11.7
+# architecture presets: the published sizes (ReCon paper) and small CI sizes (docs/recon.md)
 RECON_PRESETS: dict[str, dict[str, int]] = {
     "ci": dict(
         embed_dim=32, depth=2, num_heads=2, decoder_depth=1, decoder_heads=2, num_groups=8, group_size=16

@@ -86,7 +86,7 @@ def build_distillation(recipe: PretrainRecipe) -> Method:
 
 
 def build_feature_distillation(recipe: PretrainRecipe) -> FeatureSpaceDistillation:
-    """relational / similarity / contrastive (METHODS.md §8): no decoder, losses switched by their weights."""
+    """relational / similarity / contrastive (docs/analysis.md): no decoder, losses on by their weights."""
     loss = recipe.loss
     if recipe.method in FEATURE_DISTILLATION_METHODS and getattr(loss, recipe.method) <= 0:
         raise ValueError(

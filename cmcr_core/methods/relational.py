@@ -1,13 +1,13 @@
-"""Relational, similarity and contrastive distillation (METHODS.md §8): a student in the teacher's space.
+"""Relational, similarity and contrastive distillation (docs/analysis.md): a student in the teacher's space.
 
 One module serves the three methods; the recipe decides which losses are on (a loss is on when its weight
 is > 0: ``loss.relational``, ``loss.similarity``, ``loss.contrastive``), all computed on the same M =
 ``loss.num_matches`` point–pixel pairs drawn uniformly without replacement from the batch's pairings
-(METHODS §8.1 default [assumed]: N = 4096 single point–pixel pairs).
+(default [assumed; the paper does not say]: N = 4096 single point–pixel pairs).
 
 **No trainable image decoder** (decision; the paper does not say). The student must land in the
 teacher's own space: for CLIP that space is shared with the text encoder, which is what makes zero-shot
-segmentation possible (the student's head size must equal the CLIP embedding size, METHODS §8.1), and the
+segmentation possible (the student's head size must equal the CLIP embedding size), and the
 offline semantic teacher's class prototypes live in its encoder space too. A trainable decoder on the
 teacher side would move that space, and with the similarity loss (no negatives) it could collapse both
 sides to one constant vector at zero loss. So the teacher's feature map is used as it comes: bilinear

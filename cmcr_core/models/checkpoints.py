@@ -1,6 +1,6 @@
 """Load a pretrained 3D student into a downstream network, with a report and a voxelisation check.
 
-Accepted files (PROTOCOLS.md §7, docs/checkpoints.md §2.1):
+Accepted files (docs/checkpoints.md §2.1):
 
 * `cmcr-train` checkpoints of `cmcr pretrain`: the `student` hand-off entry; the pretraining recipe
   (`recipe.data.voxel_size`, `recipe.data.cylindrical`, `recipe.data.intensity_scale`) is checked against
@@ -115,7 +115,8 @@ def read_pretrained_student(path: str | Path) -> tuple[dict[str, torch.Tensor], 
 
 def check_voxelisation(meta: Mapping[str, Any], voxel_size: float, cylindrical: bool, source: str,
                        allow_mismatch: bool = False) -> None:
-    """Refuse (or, when allowed, warn about) a pretraining voxelisation that differs (defect D5)."""
+    """Refuse (or, when allowed, warn about) a pretraining voxelisation that differs (D5 of
+    docs/differences.md)."""
     if meta.get("voxel_size") is None or meta.get("cylindrical") is None:
         log.warning("%s does not record its voxelisation: cannot check it against voxel %s %s", source,
                     voxel_size, "cylindrical" if cylindrical else "cartesian")

@@ -1,4 +1,4 @@
-"""Modules specific to CMCR (METHODS.md §7.3): the masked-image-modelling decoder and the occupancy MLP.
+"""Modules specific to CMCR (docs/cmcr.md): the masked-image-modelling decoder and the occupancy MLP.
 
 | Module | Structure (all with bias) | Parameters |
 |---|---|---|

@@ -1,9 +1,10 @@
 """Load MinkowskiEngine-format Res16UNet34C checkpoints (SLidR, PPKT, CMCR) into `MinkUNet34C`.
 
-PROTOCOLS.md §7: take `checkpoint["model_points"]` if present, else `checkpoint["state_dict"]`, else the
-mapping itself; drop codebook buffers; strip leading `model.`, `model_points.`, `module.`, `encoder.`
-prefixes from EVERY key (the reference looks only at the first key); keep keys whose name and shape match
-the target network.  MinkowskiEngine kernels are already in our layout, so no tensor is reshaped.
+As Eaphan/CMCR `downstream/model_builder.py`: take `checkpoint["model_points"]` if present, else
+`checkpoint["state_dict"]`, else the mapping itself; drop codebook buffers; strip leading `model.`,
+`model_points.`, `module.`, `encoder.` prefixes from EVERY key (the reference looks only at the first key);
+keep keys whose name and shape match the target network.  MinkowskiEngine kernels are already in our layout,
+so no tensor is reshaped.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from cmcr_core.ops.files import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def strip_prefix(key: str) -> str:
 
 
 def is_codebook_key(key: str) -> bool:
-    """CMCR codebook buffers (METHODS.md §7.3): `embedding`, `ema_weight`, `ema_count`, `unactivated_count`,
+    """CMCR codebook buffers (docs/cmcr.md): `embedding`, `ema_weight`, `ema_count`, `unactivated_count`,
     or anything under a `codebook` module."""
     parts = key.split(".")
     return parts[-1] in CODEBOOK_BUFFERS or "codebook" in parts[:-1]
@@ -126,9 +128,8 @@ def load_minkowski_checkpoint(model: nn.Module, checkpoint: Mapping[str, object]
     """
     if isinstance(checkpoint, (str, Path)):
         path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+        checkpoint = load_torch_file(path, "checkpoint not found: {path}", trusted=not weights_only,
+                                     expected="a MinkowskiEngine-format checkpoint (SLidR, PPKT, CMCR)")
         if not isinstance(checkpoint, Mapping):
             raise ValueError(f"{path}: expected a mapping, got {type(checkpoint).__name__}")
     state = extract_state_dict(checkpoint)

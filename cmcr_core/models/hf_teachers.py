@@ -10,7 +10,7 @@ CLIP's text side the tokenizer files) with ``local_files_only=True``: nothing is
 Architectures (``cmcr_core.models.teacher.TEACHER_ARCHS`` lists both; ``build_teacher`` loads them):
 
 * ``hf_clip`` — the vision tower of a ViT CLIP (``CLIPModel``) with MaskCLIP-style dense features
-  (as CLIP2Scene uses them): the blocks before the last run unchanged; in the last
+  ([assumed] as in CLIP2Scene): the blocks before the last run unchanged; in the last
   block the query–key attention is skipped and each patch token keeps only its own value path,
   ``v = out_proj(v_proj(ln_1(x)))``, followed by the block's residual and MLP (``v = x + v``;
   ``v = v + mlp(ln_2(v))``); then the final LayerNorm (``post_layernorm``) and CLIP's visual projection

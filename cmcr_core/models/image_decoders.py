@@ -1,4 +1,4 @@
-"""Trainable 1×1 image decoders that turn frozen-encoder maps into per-pixel embeddings (METHODS.md §4.2).
+"""Trainable 1×1 image decoders that turn frozen-encoder maps into per-pixel embeddings (SLidR's decoders).
 
 | Preset | Used by | Encoder stride | Structure |
 |---|---|---|---|
@@ -10,7 +10,7 @@ Bilinear upsampling uses ``align_corners=True`` as the references do.
 
 With 2048 input and 64 output channels each conv has 131,136 parameters. Channels and the upsampling factor
 are parameters so the same decoders run on ResNet-18/34 (512 channels) and on small test images.
-The L2 normalisation uses an epsilon so an all-zero vector stays finite (defect D20).
+The L2 normalisation uses an epsilon so an all-zero vector stays finite (D20, docs/differences.md).
 """
 
 from __future__ import annotations

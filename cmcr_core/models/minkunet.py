@@ -1,8 +1,8 @@
 """MinkUNet34C (MinkowskiEngine's Res16UNet34C as used by SLidR/CMCR) on the cmcr sparse engine.
 
-Module and parameter names equal the MinkowskiEngine state-dict keys (ENGINE.md §4.3: `conv0p1s1.kernel`,
-`bn0.bn.weight`, `block2.0.downsample.0.kernel`, `convtr4p16s2.kernel`, `final.bias`, ...), so published
-checkpoints load by renaming prefixes only (`cmcr_core.models.convert`).
+Module and parameter names equal the MinkowskiEngine state-dict keys (docs/sparse-engine.md:
+`conv0p1s1.kernel`, `bn0.bn.weight`, `block2.0.downsample.0.kernel`, `convtr4p16s2.kernel`, `final.bias`,
+...), so published checkpoints load by renaming prefixes only (`cmcr_core.models.convert`).
 
 The trunk (`MinkUNetTrunk`) returns the 96-channel `out_b` features at tensor stride 1; heads are separate
 modules: `MinkUNet34C` adds the `final` 1x1 head, and methods that need a second head (CMCR's
@@ -26,9 +26,9 @@ LAYERS_34C = (2, 3, 4, 6, 2, 2, 2, 2)
 class BasicBlock(nn.Module):
     """conv k3 -> BN -> ReLU -> conv k3 -> BN -> (+ shortcut) -> ReLU (expansion 1).
 
-    `bn_momentum` applies to norm1/norm2: the reference constructs them without passing its config
-    momentum, hence PyTorch's default 0.1 (METHODS.md §3.3).  The shortcut BN (inside `downsample`) is
-    built by the caller with the top-level momentum.
+    `bn_momentum` applies to norm1/norm2: the reference constructs them without passing its config momentum,
+    hence PyTorch's default 0.1 (valeoai/SLidR `model/modules/resnet_block.py`).  The shortcut BN (inside
+    `downsample`) is built by the caller with the top-level momentum.
     """
 
     def __init__(self, inplanes: int, planes: int, downsample: nn.Module | None = None,
@@ -113,7 +113,7 @@ class MinkUNetTrunk(nn.Module):
         return self.planes[7]
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:
-        """METHODS.md §3.3: BN weight 1 / bias 0; kernels uniform(+-1/sqrt(fan)), MinkowskiEngine default."""
+        """As valeoai/SLidR: BN weight 1 / bias 0; kernels uniform(+-1/sqrt(fan)), MinkowskiEngine default."""
         for m in self.modules():
             if isinstance(m, (SparseConv3d, SparseConvTranspose3d)):
                 fan = (m.out_channels if m.transposed else m.in_channels) * m.kernel_volume
@@ -159,7 +159,7 @@ class MinkUNet34C(MinkUNetTrunk):
     Args:
         in_channels, out_channels: 1 -> 64 for pretraining, 17/20 for segmentation.
         normalize_output: L2-normalise the head output (pretraining), with eps 1e-12 (the reference
-            divides by the bare norm, METHODS.md §10 D20).
+            divides by the bare norm, D20 of docs/differences.md).
         **trunk_kwargs: `MinkUNetTrunk` options (planes, layers, bn_momentum, ...).
     """
 

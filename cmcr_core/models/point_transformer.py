@@ -1,6 +1,6 @@
 """ReCon point transformer: patch embedding, ReCon blocks with global queries, MAE decoder, classifier head.
 
-Architecture as in qizekun/ReCon (METHODS.md section 11). Module and parameter names follow the reference
+Architecture as in qizekun/ReCon (docs/recon.md). Module and parameter names follow the reference
 (``encoder.first_conv``, ``cls_token``, ``pos_embed``, ``norm1_contrast``, ``attn_contrast`` ...) so its
 checkpoints map onto these modules with prefix changes only (see ``cmcr_core.methods.recon``).
 

@@ -1,11 +1,11 @@
 """ResNet-18/34/50 image encoders in plain PyTorch with torchvision-compatible parameter names.
 
-Layout (METHODS.md §4.1): stem conv 7×7 stride 2 (3→64, no bias) + BN + ReLU + max-pool 3×3 stride 2,
-then four stages ``layer1..layer4`` of BasicBlock (ResNet-18/34) or Bottleneck (ResNet-50) blocks with
-widths 64/128/256/512; the first block of a stage has a 1×1 conv + BN shortcut (``downsample.0/1``) when
-its stride or channel count changes. There is no average pool and no ``fc``: the encoder returns the
-``layer4`` feature map. Parameter names equal torchvision's, so torchvision, MoCo and DINO checkpoints load
-without renaming (``cmcr_core.models.teacher`` strips their prefixes).
+Layout (torchvision's ResNet-50, as SLidR uses it): stem conv 7×7 stride 2 (3→64, no bias) + BN + ReLU +
+max-pool 3×3 stride 2, then four stages ``layer1..layer4`` of BasicBlock (ResNet-18/34) or Bottleneck
+(ResNet-50) blocks with widths 64/128/256/512; the first block of a stage has a 1×1 conv + BN shortcut
+(``downsample.0/1``) when its stride or channel count changes. There is no average pool and no ``fc``: the
+encoder returns the ``layer4`` feature map. Parameter names equal torchvision's, so torchvision, MoCo and DINO
+checkpoints load without renaming (``cmcr_core.models.teacher`` strips their prefixes).
 
 ``replace_stride_with_dilation`` follows torchvision: a ``True`` entry for layer 2, 3 or 4 replaces that
 stage's stride 2 by stride 1 and multiplies the dilation of the following 3×3 convolutions by 2; the first

@@ -26,13 +26,11 @@ docs/checkpoints.md.
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from cmcr_core.models.convert import LoadReport
@@ -41,6 +39,7 @@ from cmcr_core.models.hf_teachers import HF_TEACHER_ARCHS, build_hf_encoder, loa
 from cmcr_core.models.resnet import RESNET_LAYOUTS, BasicBlock, build_resnet
 from cmcr_core.models.semantic_teacher import SEMANTIC_TEACHER_ARCH, build_compact_semantic_net
 from cmcr_core.ops.atomic import atomic_torch_save
+from cmcr_core.ops.files import load_torch_file
 
 __all__ = [
     "TEACHER_ARCHS",
@@ -211,17 +210,14 @@ def copy_matching_tensors(
     return report
 
 
+TEACHER_FILES = ("a teacher checkpoint: torchvision, MoCo v1/v2 (.pth.tar), DINO or a `cmcr teacher train` "
+                 "file (teacher.pt)")
+
+
 def _read_checkpoint(path: Path, trusted: bool) -> object:
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher checkpoint not found: {path} (weights are never downloaded; "
-                                "place the file there or fix the path)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} holds Python objects besides tensors and cannot be read with weights_only=True; "
-            f"pass trusted=True only if you trust its origin ({error})"
-        ) from error
+    return load_torch_file(
+        path, "teacher checkpoint not found: {path} (weights are never downloaded; place the file there or "
+        "fix the path)", expected=TEACHER_FILES, trusted=trusted)
 
 
 def load_teacher(

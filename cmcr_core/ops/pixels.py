@@ -74,8 +74,8 @@ def bilinear_pixel_features(maps: Tensor, pairing_images: Tensor, image_size: tu
 def offset_superpixel_ids(superpixels: Tensor) -> Tensor:
     """Make per-image ids unique in the batch.
 
-    The reference offsets image i by 150·i although SLIC can return ids ≥ 150 (defect D14); here image i
-    starts where image i − 1's largest id ends.
+    The reference offsets image i by 150·i although SLIC can return ids ≥ 150 (D14, docs/differences.md); here
+    image i starts where image i − 1's largest id ends.
 
     Args:
         superpixels: (I, H, W) integer ids ≥ 0, local to each image (SLIC may exceed ``n_segments``).

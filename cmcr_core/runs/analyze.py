@@ -1,4 +1,4 @@
-"""`cmcr analyze`: structure of pretrained 3D features next to their 2D teacher (PROTOCOLS.md §13).
+"""`cmcr analyze`: structure of pretrained 3D features next to their 2D teacher (docs/analysis.md).
 
 For each checkpoint: the sampled points of ``cmcr_core.eval.features`` (the same points for every model),
 their student and paired teacher features, then uniformity (t = 2, exact, streamed), tolerance (closed
@@ -210,7 +210,7 @@ def _plots(out: Path, names: list[str], features: dict[str, tuple[np.ndarray, np
 
 
 def run_toy(num_clusters: int, out_dir: str | Path, iterations: int = 400, seed: int = 0) -> dict[str, Any]:
-    """`cmcr analyze toy`: the toy distillation (METHODS.md §8.6) with every loss; curves, spheres, toy.json.
+    """`cmcr analyze toy`: the toy distillation (docs/analysis.md) with every loss; curves, spheres, toy.json.
 
     Returns:
         The summary written to ``toy.json`` (source U/T, final U/T and loss per loss, files).

@@ -104,11 +104,11 @@ def class_text_features(root: str | Path, text: str | None, text_embeddings: str
 def write_teacher_targets(root: str | Path, target_file: str | Path, teacher: str | Path | None = None,
                           text: str | None = None, text_embeddings: str | Path | None = None,
                           img_dim: int = 32, text_dim: int = 24, views: int = 1, image_size: int = 224,
-                          seed: int = 0) -> Report:
+                          seed: int = 0, device: str = "auto") -> Report:
     """ReCon teacher targets of every ShapeNet-55 object under ``root`` into ``target_file`` (.npz), and the
     per-class text features next to it (``<stem>.class_text.npy``, classes × M × D: the class embeddings of
-    `cmcr zeroshot --objects` on the same classes). Teachers run on CUDA when available."""
-    device = resolve_device("auto")
+    `cmcr zeroshot --objects` on the same classes). Teachers run on `device` (auto: CUDA when available)."""
+    device = resolve_device(device)
     image_teacher = object_image_teacher(teacher, img_dim, seed)
     features, text_source = class_text_features(root, text, text_embeddings, text_dim, seed, device)
     targets = prepare_teacher_targets(root, target_file, image_teacher.module.to(device), features, views,

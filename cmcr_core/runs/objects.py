@@ -63,7 +63,7 @@ def read_objects(data: ObjectDataConfig, split: str) -> ObjectSet:
 def object_train_settings(
     recipe: ReconRecipe | ObjectClassifyRecipe, steps_per_epoch: int, device: torch.device
 ) -> TrainSettings:
-    """Engine settings: AdamW, per-step cosine with warmup counted in epochs (METHODS.md 11.6)."""
+    """Engine settings: AdamW, per-step cosine with warmup counted in epochs (as qizekun/ReCon)."""
     o, t = recipe.optim, recipe.train
     total = t.max_steps if t.max_steps > 0 else t.epochs * steps_per_epoch
     warmup = min(o.warmup_epochs * steps_per_epoch, total - 1)

@@ -124,6 +124,6 @@ def write_synthetic_objects(out: str | Path, train_per_class: int, test_per_clas
 def prepare_object_targets(root: str | Path, out: str | Path, **options: Any) -> Report:
     """`cmcr prepare objects`: ReCon teacher targets for the ShapeNet-55 objects under `root`, written to
     `out` (a .npz, or `out/teacher_targets.npz`); ``cmcr_core.runs.object_teachers.write_teacher_targets``
-    names the options (image teacher, text source, views, sizes, seed)."""
+    names the options (image teacher, text source, views, sizes, seed, device)."""
     out = Path(out)
     return write_teacher_targets(root, out if out.suffix == ".npz" else out / TARGETS_FILE, **options)

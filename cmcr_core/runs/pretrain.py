@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 def pipeline_settings(recipe: PretrainRecipe) -> PipelineSettings:
-    """The data pipeline of a recipe (superpixels only when a loss uses them, defect D16)."""
+    """The data pipeline of a recipe (superpixels only when a loss uses them, D16 of docs/differences.md)."""
     d = recipe.data
     return PipelineSettings(
         voxel_size=d.voxel_size,

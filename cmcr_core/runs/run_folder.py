@@ -10,6 +10,8 @@ of one run live in ``seed<S>/`` folders under it.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ __all__ = [
     "RECIPE_YAML",
     "STRUCTURE_JSON",
     "TEACHER_FILE",
+    "OUTPUT_MARKERS",
     "check_run_folder",
+    "claim_output",
     "read_json",
     "recipe_file",
     "seed_folder",
@@ -42,6 +46,15 @@ INIT_JSON = "init.json"
 TEACHER_FILE = "teacher.pt"
 STRUCTURE_JSON = "structure.json"
 CLASS_EMBEDDINGS = "class_embeddings.npy"
+
+# What marks a folder as cmcr's output (glob patterns): `--overwrite` deletes only such a folder, so a
+# mistyped `--out` never empties an unrelated one. Run folders, seed folders, analysis, toy and zero-shot
+# results, prepared nuScenes / SemanticKITTI folders (their index files), object layouts and targets.
+OUTPUT_MARKERS: tuple[str, ...] = (
+    RECIPE_YAML, CHECKPOINT, METRICS_JSONL, METRICS_JSON, STRUCTURE_JSON, CLASS_EMBEDDINGS, TEACHER_FILE,
+    "toy*.json", "seed*", "index-*.json", "teacher_targets.npz", "ShapeNet55-34", "modelnet40_*",
+    "ScanObjectNN",
+)
 
 
 def seed_folder(out_dir: str | Path, seed: int) -> Path:
@@ -69,7 +82,8 @@ def check_run_folder(recipe: Any, out_dir: str | Path, resume: bool) -> None:
     out_dir = Path(out_dir)
     checkpoint, saved = out_dir / CHECKPOINT, out_dir / RECIPE_YAML
     if not resume and checkpoint.exists():
-        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or choose another --out")
+        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, --overwrite to start "
+                              "again, or choose another --out")
     if resume:
         if not checkpoint.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
@@ -85,3 +99,28 @@ def check_run_folder(recipe: Any, out_dir: str | Path, resume: bool) -> None:
             )
             if changed:
                 raise ValueError(f"--resume with a recipe that differs from {saved} in: {', '.join(changed)}")
+
+
+def claim_output(path: str | Path, overwrite: bool) -> None:
+    """Make `path` free for a command that writes it from scratch: absent or an empty folder is free; an
+    existing file, or a folder holding cmcr output (`OUTPUT_MARKERS`), is deleted with `overwrite`.
+
+    Raises FileExistsError without `overwrite`, or for a non-empty folder that holds no cmcr output (never
+    deleted), and ValueError under torchrun with several processes (each would delete: remove the folder
+    before launching).
+    """
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{path} exists: pass --overwrite to replace it, or choose another --out")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"--overwrite under torchrun with several processes: remove {path} before launching "
+                         "(every process would delete it), or choose another --out")
+    if path.is_file() or path.is_symlink():
+        path.unlink()
+        return
+    if not any(any(path.glob(marker)) for marker in OUTPUT_MARKERS):
+        raise FileExistsError(f"--overwrite: {path} holds no cmcr output ({', '.join(OUTPUT_MARKERS)}); it "
+                              "is left as it is: choose another --out or empty it yourself")
+    shutil.rmtree(path)

@@ -1,4 +1,4 @@
-"""The toy distillation experiment (METHODS.md §8.6): a small MLP distilled from the source on S² with each
+"""The toy distillation experiment (docs/analysis.md): a small MLP distilled from the source on S² with each
 loss, U and T logged every iteration (source, settings and results: ``cmcr_core.eval.toy``)."""
 
 from __future__ import annotations

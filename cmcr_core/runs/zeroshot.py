@@ -1,4 +1,4 @@
-"""`cmcr zeroshot`: annotation-free segmentation of every validation point (PROTOCOLS.md §12).
+"""`cmcr zeroshot`: annotation-free segmentation of every validation point (docs/analysis.md).
 
 Each point's feature is the pretrained student's L2-normalised output at its voxel (the run's
 voxelisation, no augmentation); its logits are the cosines with the class embeddings

@@ -82,7 +82,7 @@ def key_delta(offsets: Tensor) -> Tensor:
 def kernel_offsets(kernel_size: int, device: torch.device | str | None = None) -> Tensor:
     """Kernel offsets (K**3, 3) int64 in MinkowskiEngine order, in units of the input tensor stride.
 
-    Index k = i0 + K*i1 + K*K*i2 with the FIRST spatial axis fastest (ENGINE.md §4.2).  Odd kernels are
+    Index k = i0 + K*i1 + K*K*i2 with the FIRST spatial axis fastest (MinkowskiEngine's).  Odd kernels are
     centred (i - K//2, so k = K**3 // 2 is the centre); even kernels are not (offsets 0..K-1).
     Flattening `torch.meshgrid(indexing="ij")` would give the last axis fastest, hence the explicit build.
     """

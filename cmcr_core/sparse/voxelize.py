@@ -1,4 +1,4 @@
-"""Voxelisation: floor quantisation of cartesian or cylindrical coordinates (PROTOCOLS.md §5).
+"""Voxelisation: floor quantisation of cartesian or cylindrical coordinates (as SLidR's loaders).
 
 Semantics of MinkowskiEngine's `sparse_quantize(return_index=True, return_inverse=True)` with one
 documented deviation: the representative point of a voxel is the FIRST point of that voxel in input

@@ -118,11 +118,11 @@ def test_analyze_toy_one_cluster(tmp_path):
 
 
 def test_analyze_errors_are_clear(runs, prepared_world, tmp_path):
-    result = runner.invoke(app, ["analyze", "--data", str(prepared_world), "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "needs --weights" in result.output
+    result = runner.invoke(app, ["analyze", "--data", str(prepared_world), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Missing option '--weights'" in result.output  # marked required
     bad = tmp_path / "miou.json"
     bad.write_text(json.dumps({"relational": 0.3}))
-    args = ["analyze", "--data", str(prepared_world), "--out", str(tmp_path), "--miou-file", str(bad)]
+    args = ["analyze", "--data", str(prepared_world), "--out", str(tmp_path / "out"), "--miou-file", str(bad)]
     for model in MODELS:
         args += ["--weights", str(runs[model])]
     result = runner.invoke(app, args)

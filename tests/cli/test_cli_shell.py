@@ -27,7 +27,7 @@ def test_help_lists_command_groups():
 def test_recipe_show_prints_resolved_recipe(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("optim:\n  name: adamw\n")
-    result = runner.invoke(app, ["recipe", "show", str(path), "--set", "optim.lr=0.002"])
+    result = runner.invoke(app, ["recipe", "show", "--recipe", str(path), "--set", "optim.lr=0.002"])
     assert result.exit_code == 0, result.output
     assert "name: adamw" in result.output and "lr: 0.002" in result.output
     assert "voxel_size: 0.1" in result.output  # defaults are printed too
@@ -36,7 +36,7 @@ def test_recipe_show_prints_resolved_recipe(tmp_path):
 def test_recipe_errors_exit_2_with_message(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("data:\n  voxelsize: 0.2\n")
-    result = runner.invoke(app, ["recipe", "show", str(path)])
+    result = runner.invoke(app, ["recipe", "show", "--recipe", str(path)])
     assert result.exit_code == 2
     assert "data.voxelsize" in result.output and "data.voxel_size" in result.output
 
@@ -44,7 +44,7 @@ def test_recipe_errors_exit_2_with_message(tmp_path):
 def _shown(args):
     import yaml
 
-    result = runner.invoke(app, ["recipe", "show", *args])
+    result = runner.invoke(app, ["recipe", "show", "--recipe", *args])
     assert result.exit_code == 0, result.output
     return result.output.splitlines()[0], yaml.safe_load(result.output)
 
@@ -73,7 +73,7 @@ def test_recipe_show_kind_option_validates_against_the_named_schema(tmp_path):
     path.write_text("data:\n  label_fraction: 0.25\n")  # a finetune key; not a pretrain one
     header, shown = _shown([str(path)])
     assert header.startswith("# finetune recipe") and shown["data"]["label_fraction"] == 0.25
-    result = runner.invoke(app, ["recipe", "show", str(path), "--kind", "pretrain"])
+    result = runner.invoke(app, ["recipe", "show", "--recipe", str(path), "--kind", "pretrain"])
     assert result.exit_code == 2 and "data.label_fraction" in result.output
-    result = runner.invoke(app, ["recipe", "show", str(path), "--kind", "nonsense"])
+    result = runner.invoke(app, ["recipe", "show", "--recipe", str(path), "--kind", "nonsense"])
     assert result.exit_code == 2 and "--kind" in result.output

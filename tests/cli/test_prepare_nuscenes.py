@@ -70,7 +70,7 @@ def test_clean_run_exits_0_and_info_shows_the_splits(world, tmp_path):
     out = tmp_path / "out"
     result = prepare_cli(world, out)
     assert result.exit_code == 0, result.output
-    info = runner.invoke(app, ["prepare", "info", str(out)])
+    info = runner.invoke(app, ["prepare", "info", "--data", str(out)])
     assert info.exit_code == 0, info.output
     nusc = NuScenes(VERSION, str(world), verbose=False)
     assert f"samples {len(nusc.sample)}/{len(nusc.sample)}" in info.output
@@ -89,7 +89,7 @@ def test_usage_errors_exit_2(world, tmp_path):
     result = runner.invoke(app, ["prepare", "nuscenes", "--dataroot", str(tmp_path), "--version", "v1.0-mini",
                                  "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "no nuScenes tables" in result.output
-    result = runner.invoke(app, ["prepare", "info", str(tmp_path)])
+    result = runner.invoke(app, ["prepare", "info", "--data", str(tmp_path)])
     assert result.exit_code == 2 and "no prepared index" in result.output
 
 

@@ -47,7 +47,7 @@ def test_targets_from_text_embeddings_file(objects_root: Path, tmp_path: Path, r
         [
             "prepare",
             "objects",
-            "--targets-from",
+            "--dataroot",
             str(objects_root / "ShapeNet55-34"),
             "--text-embeddings",
             str(tmp_path / "text.npy"),
@@ -75,7 +75,7 @@ def test_text_embeddings_with_wrong_rows_fail_clearly(objects_root: Path, tmp_pa
         [
             "prepare",
             "objects",
-            "--targets-from",
+            "--dataroot",
             str(objects_root / "ShapeNet55-34"),
             "--text-embeddings",
             str(tmp_path / "bad.npy"),
@@ -96,7 +96,7 @@ def test_a_teacher_file_gets_bgr_pixels_in_0_1_and_normalises_them_once(
     torch.manual_seed(0)
     torch.save(build_resnet("resnet18").state_dict(), tmp_path / "resnet18.pth")
     out = tmp_path / "t.npz"
-    args = ["prepare", "objects", "--targets-from", str(objects_root / "ShapeNet55-34"), "--teacher",
+    args = ["prepare", "objects", "--dataroot", str(objects_root / "ShapeNet55-34"), "--teacher",
             str(tmp_path / "resnet18.pth"), "--out", str(out), "--image-size", "32"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -29,8 +29,8 @@ def _sets(*assignments: str) -> list[str]:
 
 
 def test_train_dry_run_prints_the_resolved_recipe(tmp_path: Path):
-    args = ["teacher", "train", "--recipe", str(RECIPE), "--world", str(tmp_path / "w a"),
-            "--eval-world", str(tmp_path / "b"), "--dry-run", *_sets("optim.lr=0.02")]
+    args = ["teacher", "train", "--recipe", str(RECIPE), "--dataroot", str(tmp_path / "w a"),
+            "--eval-dataroot", str(tmp_path / "b"), "--dry-run", *_sets("optim.lr=0.02")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     resolved = yaml.safe_load(result.output)
@@ -40,21 +40,21 @@ def test_train_dry_run_prints_the_resolved_recipe(tmp_path: Path):
 
 
 def test_train_errors_are_one_clear_line(tmp_path: Path):
-    result = runner.invoke(app, ["teacher", "train", "--recipe", str(RECIPE), "--world", str(tmp_path),
+    result = runner.invoke(app, ["teacher", "train", "--recipe", str(RECIPE), "--dataroot", str(tmp_path),
                                  "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "cmcr prepare synthetic" in result.output
     result = runner.invoke(app, ["teacher", "train", "--recipe", str(RECIPE), *_sets("model.width=3")])
     assert result.exit_code == 2 and "model.widths" in result.output
     not_teacher = tmp_path / "plain.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, not_teacher)
-    result = runner.invoke(app, ["teacher", "info", str(not_teacher)])
+    result = runner.invoke(app, ["teacher", "info", "--weights", str(not_teacher)])
     assert result.exit_code == 2 and "not a cmcr-teacher file" in result.output
 
 
 def test_cli_train_then_info_and_eval(synthetic_world: Path, tmp_path: Path):
     out = tmp_path / "run"
-    args = ["teacher", "train", "--recipe", str(RECIPE), "--world", str(synthetic_world), "--out", str(out),
-            *_sets(*TINY, "train.max_steps=3", "optim.warmup_steps=0")]
+    args = ["teacher", "train", "--recipe", str(RECIPE), "--dataroot", str(synthetic_world), "--out",
+            str(out), *_sets(*TINY, "train.max_steps=3", "optim.warmup_steps=0")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "teacher.pt").is_file() and (out / "metrics.json").is_file()
@@ -63,15 +63,16 @@ def test_cli_train_then_info_and_eval(synthetic_world: Path, tmp_path: Path):
     holdout = meta["metrics"]["holdout"]
     assert holdout["scenes"] == ["scene-0553"]
 
-    info = runner.invoke(app, ["teacher", "info", str(out / "teacher.pt")])
+    info = runner.invoke(app, ["teacher", "info", "--weights", str(out / "teacher.pt")])
     assert info.exit_code == 0, info.output
     text = " ".join(info.output.split())  # rich wraps long lines
     assert SEMANTIC_TEACHER_ARCH in text and "scene-0061" in text
     assert f"{sum(meta['prototype_present'])}/16 classes" in text
     assert f"pixel accuracy {holdout['pixel_accuracy']:.3f}, mIoU {holdout['miou']:.3f}" in text
 
-    scored = runner.invoke(app, ["teacher", "eval", str(out / "teacher.pt"), "--world", str(synthetic_world),
-                                 "--scene", "scene-0553", "--out", str(tmp_path / "scores.json")])
+    scored = runner.invoke(app, ["teacher", "eval", "--weights", str(out / "teacher.pt"), "--dataroot",
+                                 str(synthetic_world), "--scene", "scene-0553", "--out",
+                                 str(tmp_path / "scores.json")])
     assert scored.exit_code == 0, scored.output
     text = " ".join(scored.output.split())
     assert "the training world" in text and f"pixel accuracy {holdout['pixel_accuracy']:.3f}" in text

@@ -144,7 +144,7 @@ def test_errors_name_the_problem(run, prepared_world, tmp_path):
     assert result.exit_code == 2 and "must be (16, D)" in result.output
     plain = tmp_path / "plain.pt"
     torch.save({"format": "cmcr-teacher", "meta": {}}, plain)
-    result = _invoke(run, prepared_world, tmp_path / "c", "--teacher-file", str(plain))
+    result = _invoke(run, prepared_world, tmp_path / "c", "--teacher", str(plain))
     assert result.exit_code == 2 and "holds no class prototypes" in result.output
     result = _invoke(run, prepared_world, tmp_path / "d", "--prototypes", "data", "--text-embeddings",
                      str(plain))

@@ -34,11 +34,16 @@ def test_every_shipped_recipe_is_detected_as_its_kind(name: str, kind: str) -> N
 def test_markers_win_and_the_candidate_kinds_narrow_the_choice(tmp_path: Path) -> None:
     recon = write(tmp_path, "method: recon\n")
     assert detect_kind(recon) == "recon"
-    # `cmcr finetune` looks only among finetune and classification: a recon file reads as finetune there
-    assert detect_kind(recon, kinds=("finetune", "classification")) == "finetune"
+    # `cmcr finetune` looks only among finetune and classification: a recon file is for another command
+    with pytest.raises(RecipeError, match=r"is a ReCon pretraining recipe; use `cmcr pretrain` with it"):
+        detect_kind(recon, kinds=("finetune", "classification"))
     finetune_keys = write(tmp_path, "data:\n  label_fraction: 0.25\n")
     assert detect_kind(finetune_keys) == "finetune"
+    assert detect_kind(finetune_keys, ["data.label_fraction=0.05"]) == "finetune"
+    # detection reads keys and types; a value that breaks its rule is then reported against that schema
     assert detect_kind(finetune_keys, ["data.label_fraction=0.5"]) == "finetune"
+    with pytest.raises(RecipeError, match=r"'data.label_fraction' \(given on the command line\) must be one"):
+        load_any(finetune_keys, ["data.label_fraction=0.5"])
     assert detect_kind(None) == "pretrain" and detect_kind(None, kinds=("teacher",)) == "teacher"
 
 

@@ -109,7 +109,8 @@ def test_report_json_equals_the_run_folders(quick_demo: Path) -> None:
         assert ("teacher.pt" in recipe) == (kind == "semantic")
         assert report["stages"][f"pretrain_{name}"]["steps"] == report["settings"]["pretrain_steps"]
     assert set(report["stages"]) == set(report["invocation"]["ran"])
-    assert len(report["stages"]) == 2 + 1 + 1 + 4 + 10 + 1
+    # worlds, teacher, prepare, one pretraining per model, probe and fine-tuning per model, analysis
+    assert len(report["stages"]) == 2 + 1 + 1 + len(demo.PRETRAINED) + 2 * len(ALL_MODELS) + 1
 
 
 def _run_files(out: Path) -> dict[Path, int]:
@@ -134,9 +135,9 @@ def test_other_settings_are_refused(quick_demo: Path) -> None:
     result = _invoke("--quick", "--seeds", "2", "--out", str(quick_demo))
     assert result.exit_code == 2
     message = " ".join(result.output.split())
-    assert "other settings" in message and "--force" in message and "seeds" in message
+    assert "other settings" in message and "--overwrite" in message and "seeds" in message
     result = _invoke("--out", str(quick_demo))  # the full demo into a quick one
-    assert result.exit_code == 2 and "--force" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "--overwrite" in " ".join(result.output.split())
     assert (quick_demo / "demo.json").read_text() == settings
 
 
@@ -155,7 +156,7 @@ def test_force_deletes_only_the_demo_files(tmp_path: Path) -> None:
         (tmp_path / folder / "x.json").write_text("{}")
     (tmp_path / "keep.txt").write_text("mine")
     other = demo.make_plan(quick=True, seeds=2)
-    with pytest.raises(demo.DemoSettingsError, match="--force"):
+    with pytest.raises(demo.DemoSettingsError, match="--overwrite"):
         demo.check_settings(tmp_path, other, force=False)
     demo.check_settings(tmp_path, other, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "keep.txt"]
@@ -179,7 +180,8 @@ def test_verdict_names_the_gain_and_its_spread() -> None:
         return {"mean": mean, "std": std, "pretraining": "x"}
 
     rows = {"random_init": row(0.10, 0.01), "cmcr_semantic": row(0.25, 0.02), "cmcr_random": row(0.11, 0.02),
-            "ppkt_semantic": row(0.20, 0.01), "ppkt_random": row(0.09, 0.03)}
+            "ppkt_semantic": row(0.20, 0.01), "ppkt_random": row(0.09, 0.03),
+            "slidr_semantic": row(0.12, 0.02)}
     for name, r in rows.items():
         if name != "random_init":
             r["delta_vs_random_init"] = r["mean"] - 0.10
@@ -188,6 +190,32 @@ def test_verdict_names_the_gain_and_its_spread() -> None:
     text = demo_report.verdict({"probe": rows, "finetune": rows}, seeds=3, quick=False)
     assert ("the best pretrained model (cmcr_semantic, x) beats random initialisation (10.0 % mIoU) by "
             "+15.0 points (seed spread ±2.2)") in text
-    assert "from the semantic teacher, 2 of 2 pretrained models beat it" in text
+    assert "from the semantic teacher, 2 of 3 pretrained models beat it" in text  # SLidR's +2 is within ±2.2
     assert "from the random ResNet-18, 0 of 2 pretrained models beat it" in text
     assert "--quick" not in text
+
+
+def test_cmcr_is_compared_with_ppkt_and_slidr_at_equal_teacher() -> None:
+    def row(mean: float, std: float) -> dict:
+        return {"mean": mean, "std": std}
+
+    rows = {"cmcr_semantic": row(0.25, 0.03), "ppkt_semantic": row(0.20, 0.04),
+            "slidr_semantic": row(0.30, 0.0)}
+    comparison = demo_report.method_comparison({"probe": rows}, seeds=3)["probe"]
+    assert comparison["ppkt_semantic"]["delta"] == pytest.approx(0.05)
+    assert comparison["ppkt_semantic"]["spread"] == pytest.approx(0.05)  # hypot(0.03, 0.04)
+    assert comparison["ppkt_semantic"]["judgement"] == "does not clearly beat"  # 0.05 is not > 0.05
+    assert comparison["slidr_semantic"]["judgement"] == "is worse than"  # -0.05 against a spread of 0.03
+    assert comparison["slidr_semantic"]["delta"] == pytest.approx(-0.05)
+
+
+def test_report_compares_the_methods(quick_demo: Path) -> None:
+    text = (quick_demo / "report.md").read_text(encoding="utf-8")
+    section = _section(text, "## CMCR against PPKT and SLidR (same semantic teacher, same steps)")
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "protocol" not in line]
+    assert len(rows) == 4 and all(("ppkt_semantic" in r) != ("slidr_semantic" in r) for r in rows)
+    report = json.loads((quick_demo / "report.json").read_text())
+    probe = {m: json.loads((quick_demo / "probe" / m / "metrics.json").read_text())["miou"]["mean"]
+             for m in ("cmcr_semantic", "ppkt_semantic")}
+    delta = report["cmcr_vs_methods"]["probe"]["ppkt_semantic"]["delta"]
+    assert delta == pytest.approx(probe["cmcr_semantic"] - probe["ppkt_semantic"])

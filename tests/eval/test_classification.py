@@ -91,23 +91,54 @@ def test_global_features_match_their_definitions() -> None:
         extract_global_features(encoder, points, "queries")
 
 
-@pytest.mark.parametrize("c", [0.075, 1.0])
-def test_linear_svc_equals_sklearn_linear_svc(c: float) -> None:
-    svm = pytest.importorskip("sklearn.svm")
+def exact_linear_svc(x: torch.Tensor, labels: torch.Tensor, classes: int, c: float) -> torch.Tensor:
+    """Independent reference: per class (one-vs-rest), min 0.5 |w|^2 + c * sum max(0, 1 - y w.[x, 1])^2, the
+    LinearSVC objective with the intercept penalised as liblinear does, minimised exactly by a generalised
+    Newton method with backtracking (strongly convex, piecewise quadratic). Returns (D + 1) x classes; for
+    two classes class 0's problem is class 1's with y negated, so its column is minus class 1's."""
+    xb = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+    eye = torch.eye(xb.shape[1], dtype=torch.float64)
+    columns = []
+    for k in range(classes):
+        y = (labels == k).double() * 2 - 1
+        w = torch.zeros(xb.shape[1], dtype=torch.float64)
+
+        def objective(w: torch.Tensor, y: torch.Tensor = y) -> torch.Tensor:
+            return 0.5 * w @ w + c * (1 - y * (xb @ w)).clamp_min(0).square().sum()
+
+        for _ in range(100):
+            margin = 1 - y * (xb @ w)
+            active = margin > 0
+            grad = w - 2 * c * xb[active].T @ (y[active] * margin[active])
+            if float(grad.norm()) <= 1e-12 * max(1.0, float(w.norm())):
+                break
+            step = torch.linalg.solve(eye + 2 * c * xb[active].T @ xb[active], grad)
+            value, t = objective(w), 1.0
+            while t > 1e-12 and objective(w - t * step) > value - 1e-4 * t * (grad @ step):
+                t /= 2
+            w = w - t * step
+        columns.append(w)
+    return torch.stack(columns, 1)
+
+
+@pytest.mark.parametrize(("c", "classes"), [(0.075, 5), (1.0, 5), (0.075, 2)])
+def test_linear_svc_reaches_the_exact_minimum_of_its_objective(c: float, classes: int) -> None:
     from cmcr_core.eval.probes import fit_linear_svc
 
     gen = torch.Generator().manual_seed(3)
-    labels = torch.arange(60) % 5
+    labels = torch.arange(60) % classes
     # overlapping classes (not separable), features of unequal scale and a non-zero mean
     x = torch.randn(60, 12, generator=gen) * torch.linspace(0.2, 3.0, 12) + 0.5
-    x[:, :5] += torch.nn.functional.one_hot(labels, 5) * 1.5
+    x[:, :classes] += torch.nn.functional.one_hot(labels, classes) * 1.5
     test = torch.randn(30, 12, generator=gen) * 2
-    decision = fit_linear_svc(x, labels, 5, c)(test)
-    reference = svm.LinearSVC(C=c, tol=1e-10, max_iter=10**6).fit(x.numpy(), labels.numpy())
-    expected = torch.from_numpy(reference.decision_function(test.numpy())).float()
+    decision = fit_linear_svc(x, labels, classes, c)(test)
+    w = exact_linear_svc(x, labels, classes, c)
+    expected = (test.double() @ w[:-1] + w[-1]).float()
     torch.testing.assert_close(decision, expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="C must be > 0"):
-        fit_linear_svc(x, labels, 5, 0.0)
+        fit_linear_svc(x, labels, classes, 0.0)
+    with pytest.raises(ValueError, match=rf"classes \[{classes}\] have no training sample"):
+        fit_linear_svc(x, labels, classes + 1, c)
 
 
 def test_classifier_heads_and_param_groups() -> None:

@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 def hf_targets(objects_root: Path, vit_dir: Path, clip_dir: Path, tmp_path_factory,  # noqa: F811
                runner) -> Path:
     out = tmp_path_factory.mktemp("hf_targets") / "targets.npz"
-    args = ["prepare", "objects", "--targets-from", str(objects_root / "ShapeNet55-34"),
+    args = ["prepare", "objects", "--dataroot", str(objects_root / "ShapeNet55-34"),
             "--teacher", f"hf_vit:{vit_dir}", "--text", f"hf_clip:{clip_dir}", "--out", str(out),
             "--image-size", "32", "--views", "2"]
     result = runner.invoke(app, args)
@@ -60,7 +60,7 @@ def test_preparing_twice_gives_the_same_targets(
     hf_targets: Path, objects_root: Path, vit_dir: Path, clip_dir: Path, tmp_path: Path, runner  # noqa: F811
 ) -> None:
     again = tmp_path / "again.npz"
-    args = ["prepare", "objects", "--targets-from", str(objects_root / "ShapeNet55-34"),
+    args = ["prepare", "objects", "--dataroot", str(objects_root / "ShapeNet55-34"),
             "--teacher", f"hf_vit:{vit_dir}", "--text", f"hf_clip:{clip_dir}", "--out", str(again),
             "--image-size", "32", "--views", "2"]
     assert runner.invoke(app, args).exit_code == 0
@@ -71,7 +71,7 @@ def test_preparing_twice_gives_the_same_targets(
 
 def test_text_sources_are_exclusive_and_specs_checked(objects_root: Path, clip_dir: Path, tmp_path: Path,
                                                       runner) -> None:
-    base = ["prepare", "objects", "--targets-from", str(objects_root / "ShapeNet55-34"), "--out",
+    base = ["prepare", "objects", "--dataroot", str(objects_root / "ShapeNet55-34"), "--out",
             str(tmp_path / "t.npz"), "--image-size", "32"]
     np.save(tmp_path / "text.npy", np.zeros((8, 4), np.float32))
     both = runner.invoke(app, [*base, "--text", f"hf_clip:{clip_dir}", "--text-embeddings",

@@ -3,7 +3,8 @@
 Randomness: item ``i`` of epoch ``e`` draws from ``np.random.default_rng([seed, e, i])``, so a run is
 reproducible whatever the number of loader workers and the order in which they fetch items.
 
-Protocols of ReCon (Qi et al., ICML 2023; code qizekun/ReCon), as the recipes set them:
+Protocols of ReCon (Qi et al., ICML 2023; code qizekun/ReCon, its configs and runners; docs/recon.md), as
+the recipes set them:
 
 * pretraining (ShapeNet-55): ``sampling="random"`` (random subset, not FPS), ``normalize=True``,
   ``augmentation="rotate_y"`` (angle U[0, 2 pi) about y);

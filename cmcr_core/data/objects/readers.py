@@ -1,4 +1,4 @@
-"""Readers for the object-level datasets used by ReCon (PROTOCOLS.md section 14.1).
+"""Readers for the object-level datasets used by ReCon (the file formats of qizekun/ReCon's loaders).
 
 Every reader returns an ``ObjectSet``: raw xyz as stored (no normalisation, no sampling; the dataset does
 that), integer labels, object ids and class names. Layouts:

@@ -1,6 +1,6 @@
 """SemanticKITTI label constants: raw label ids, the 19-class learning map, and its inverse.
 
-PROTOCOLS.md §9 (valeoai/SLidR `downstream/dataloader_kitti.py`): a `.label` file holds one uint32 per
+valeoai/SLidR `downstream/dataloader_kitti.py` and SemanticKITTI's API: a `.label` file holds one uint32 per
 point; the semantic label is `value & 0xFFFF` (the upper 16 bits are the instance id). Raw ids map to
 train ids 1..19; everything else (unlabeled, outlier, other-structure, other-object, unknown ids) to 0.
 
@@ -68,7 +68,7 @@ LEARNING_MAP: dict[int, int] = {
     80: 18,
     81: 19,
 }
-"""Raw semantic id -> train id (PROTOCOLS.md §9 table); unlisted ids map to 0."""
+"""Raw semantic id -> train id (SemanticKITTI's learning map); unlisted ids map to 0."""
 
 LEARNING_MAP_INV: tuple[int, ...] = (
     0, 10, 11, 15, 18, 20, 30, 31, 32, 40, 44, 48, 49, 50, 51, 70, 71, 72, 80, 81,

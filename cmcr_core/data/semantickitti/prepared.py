@@ -10,7 +10,7 @@ becomes `OUT/sequences/<NN>.h5`, written to a `.tmp` file, fsynced and renamed (
 nothing and a re-run skips the sequences already prepared. Format: docs/data-format.md §7.
 
 Label files are found by replacing the directory `velodyne` with `labels` and the extension `.bin` with
-`.label` (never a substring replacement anywhere in the path, defect D22).
+`.label` (never a substring replacement anywhere in the path, D22 of docs/differences.md).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class KittiDataError(ValueError):
 
 
 def label_path(scan_path: str | Path) -> Path:
-    """`.../velodyne/000123.bin` -> `.../labels/000123.label` (directory and extension only, D22)."""
+    """`.../velodyne/000123.bin` -> `.../labels/000123.label` (directory and extension only, D22 of
+    docs/differences.md)."""
     scan_path = Path(scan_path)
     if scan_path.parent.name != "velodyne" or scan_path.suffix != ".bin":
         raise KittiDataError(f"{scan_path}: a SemanticKITTI scan is velodyne/<scan>.bin")

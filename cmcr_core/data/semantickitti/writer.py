@@ -1,4 +1,4 @@
-"""Write the synthetic driving world in the SemanticKITTI layout (PROTOCOLS.md §9).
+"""Write the synthetic driving world in the SemanticKITTI layout (docs/data-format.md).
 
 ```
 <root>/sequences/<NN>/velodyne/<SSSSSS>.bin   float32 (N, 4): x, y, z (velodyne frame), reflectance 0..1

@@ -1,5 +1,5 @@
 """nuScenes table records for synthetic worlds: deterministic tokens, names, the static tables, and JSON
-writing with a fixed key order (NUSCENES_FORMAT.md §3, §5, §7).
+writing with a fixed key order (the nuScenes schema as nuscenes-devkit reads it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SCENE_NAMES: tuple[str, ...] = (
 """Official v1.0-mini names in the order scenes are written. Any prefix of length >= 2 holds a mini_val
 scene and a mini_train scene of the official train split; from 4 scenes on both mini_val scenes (the
 devkit's LidarSegEval(..., 'mini_val') walks every scene of the split by name); 5 scenes add the edge
-cases of PROTOCOLS.md §2: scene-1094 (held out of "parametrize") and scene-0553 (mini_train, official val)."""
+cases of SLidR's splits: scene-1094 (held out of "parametrize") and scene-0553 (mini_train, official val)."""
 MAX_SCENES = len(SCENE_NAMES)
 TABLES = (
     "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",

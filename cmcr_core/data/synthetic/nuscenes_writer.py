@@ -1,7 +1,7 @@
 """Write a synthetic world in the nuScenes v1.0-mini layout (with nuScenes-lidarseg), plus per-camera
 class-index truth images, so that nuscenes-devkit loads, projects and evaluates it like the real thing.
 
-Layout written under `root` (NUSCENES_FORMAT.md §2; docs/synthetic-world.md):
+Layout written under `root` (the nuScenes layout; docs/synthetic-world.md):
 
     v1.0-mini/*.json            13 base tables + lidarseg.json (category.json with "index")
     samples/LIDAR_TOP/*.pcd.bin 5 float32 columns x, y, z, intensity, ring (LiDAR frame)

@@ -2,7 +2,7 @@
 projected screen rectangle, the ground analytically with every pixel.
 
 Pixel (row, col) is the ray through (u, v) = (col, row), so projecting a 3D point with K and rounding
-(PROTOCOLS.md §3 step 7) lands on the pixel whose ray produced it.
+(the devkit chain's step 7, docs/data-format.md) lands on the pixel whose ray produced it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 nuScenes rig, with their calibration (sensor -> ego) in nuScenes conventions, and the LiDAR sweep model
 (ray casting, range noise, dropouts, intensity).
 
-Conventions (NUSCENES_FORMAT.md §3, §8): quaternions (w, x, y, z); ego frame x forward, y left, z up, origin
+Conventions (the nuScenes schema): quaternions (w, x, y, z); ego frame x forward, y left, z up, origin
 on the ground; camera frame x right, y down, z forward; LiDAR frame rotated by -90 deg about z (x right,
 y forward), as in nuScenes.
 """

@@ -47,7 +47,8 @@ def test_every_loss_is_returned_finite(step):
     _, losses, metrics, _ = step
     assert set(losses) == set(TABLE)
     assert all(bool(torch.isfinite(v)) for v in losses.values())
-    assert set(metrics) == {"codebook_perplexity", "codebook_active"}
+    assert set(metrics) == {"codebook_perplexity", "codebook_active", "occupancy_accuracy"}
+    assert 0.0 <= float(metrics["occupancy_accuracy"]) <= 1.0
     assert 1.0 <= float(metrics["codebook_perplexity"]) <= float(metrics["codebook_active"]) <= 40
 
 
