@@ -102,3 +102,35 @@ def test_the_benchmark_layouts_keep_pretraining_apart_and_write_the_scans(tmp_pa
     assert not np.allclose(clean.points[0], test.points[0])
     with h5py.File(layout["scanobjectnn"] / "main_split" / "test_objectdataset.h5", "r") as f:
         assert f["data"].shape == (3, 128, 3)
+
+
+def _d2_histograms(clouds: list[np.ndarray], bins: int = 32, pairs: int = 4000) -> np.ndarray:
+    """Osada et al.'s D2 shape distribution: the histogram of distances between random point pairs, a
+    rotation-invariant descriptor that knows nothing of cmcr's encoders."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for cloud in clouds:
+        i = rng.integers(0, len(cloud), (pairs, 2))
+        hist, _ = np.histogram(np.linalg.norm(cloud[i[:, 0]] - cloud[i[:, 1]], axis=1), bins, range=(0, 2))
+        rows.append(hist / pairs)
+    return np.asarray(rows)
+
+
+def _nearest_neighbour_accuracy(train, test) -> float:
+    a, b = _d2_histograms(train.points), _d2_histograms(test.points)
+    nearest = ((b[:, None] - a[None]) ** 2).sum(-1).argmin(1)
+    return float((train.labels[nearest] == test.labels).mean())
+
+
+def test_the_scans_leave_headroom_that_the_clean_objects_do_not(tmp_path: Path) -> None:
+    # the benchmark's downstream task must be hard: a 1-NN on D2 histograms, an independent classifier,
+    # separates the clean confusable objects well but the scans of the same objects far less (still above
+    # chance, 1/12: the scans carry class information)
+    layout = write_synthetic_object_datasets(tmp_path, train_per_class=8, test_per_class=8, num_points=512,
+                                             seed=0, image_size=8, classes=CONFUSABLE_CLASSES, scans=True)
+    clean = _nearest_neighbour_accuracy(read_scanobjectnn(layout["scanobjectnn"], "train", "obj_bg"),
+                                        read_scanobjectnn(layout["scanobjectnn"], "test", "obj_bg"))
+    scans = _nearest_neighbour_accuracy(read_scanobjectnn(layout["scanobjectnn"], "train", "hardest"),
+                                        read_scanobjectnn(layout["scanobjectnn"], "test", "hardest"))
+    assert clean > 0.6
+    assert 2 / 12 < scans < clean - 0.3
