@@ -14,17 +14,19 @@ Runs, one process each (the same code path as a user):
    hardest variant, clouds as stored):
    * probe: ``cmcr probe --recipe recipes/recon_probe_synthetic.yaml`` (LinearSVC on frozen features);
    * fine-tuning: ``cmcr finetune --recipe recipes/recon_finetune_synthetic.yaml`` (``--ft-epochs``);
-   * few-shot: ``cmcr finetune --recipe recipes/recon_fewshot_synthetic.yaml``: 5-way 10-shot, 10 folds,
-     10 queries per class, the same folds for every run (``--fewshot-mode probe``: a LinearSVC per fold);
+   * few-shot: ``cmcr probe --recipe recipes/recon_fewshot_synthetic.yaml`` (a LinearSVC per fold; ``cmcr
+     finetune`` with ``--fewshot-mode finetune``): 5-way 10-shot, 10 folds, 10 queries per class, the same
+     folds for every run;
    * zero-shot: ``cmcr zeroshot --objects --recipe recipes/recon_zeroshot_synthetic.yaml`` with the
      class text vectors the pretraining regressed onto;
 
 then prints one JSON object (per seed, mean +- population std over seeds, the pretraining losses, CPU and
 wall time) and the Markdown table of docs/recon.md. Reuses every finished step found in ``--work``.
 
-Usage:
+Usage (the run of docs/recon.md, about half an hour on one thread):
 
-    python benchmarks/recon_probe.py --threads 1 --seeds 0 1 2 --work runs/recon_benchmark
+    python benchmarks/recon_probe.py --threads 1 --seeds 0 1 2 --epochs 20 --ft-epochs 10 \
+        --fewshot-mode probe --work runs/recon_benchmark
 """
 
 from __future__ import annotations
@@ -118,8 +120,9 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=16)
     parser.add_argument("--test-per-class", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=None, help="pretraining epochs (recipe: 30)")
-    parser.add_argument("--ft-epochs", type=int, default=40, help="fine-tuning epochs")
-    parser.add_argument("--fewshot-mode", choices=("finetune", "probe"), default="finetune")
+    parser.add_argument("--ft-epochs", type=int, default=10, help="fine-tuning epochs (recipe: 10)")
+    parser.add_argument("--fewshot-mode", choices=("finetune", "probe"), default="probe",
+                        help="probe: a LinearSVC per fold (seconds); finetune: every fold fine-tuned")
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     parser.add_argument("--pretrain-set", nargs="*", default=[], help="extra --set items for cmcr pretrain")
     args = parser.parse_args()
