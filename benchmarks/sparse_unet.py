@@ -9,7 +9,8 @@ Prints ONE JSON line.  Every measurement runs in a subprocess of this script wit
 OMP/MKL/OPENBLAS_NUM_THREADS and `torch.set_num_threads` set to `--threads`, so both engines and the dense
 GEMM reference use the same thread count:
 
-* `gemm`: dense fp32 GEMM rate, 2048^3 and (20k x 256) x 256, min of N runs, for `torch.mm` and (CPU)
+* `gemm`: dense fp32 GEMM rate, 2048^3 and (20k x 256) x 256 (and 8192^3 on CUDA), min of N runs, for
+  `torch.mm` and (CPU)
   oneDNN, which the engine uses on CPU; `dense_gemm_gflops` is the best of all, so ratios against it are
   conservative;
 * `time`: forward (eval, no_grad) and training step (train mode, forward + backward of a sum-of-squares
@@ -72,15 +73,16 @@ def synthetic_scan(seed: int = 0, beams: int = 32, azimuths: int = 1084) -> np.n
     return np.concatenate([points, intensity], 1).astype(np.float32)
 
 
-def make_input(batch: int, device: str):
-    """(features (N, 1) intensity/255, coords (N, 4) int32) of `batch` cylindrical 0.1 voxelised scans."""
+def make_input(batch: int, device: str, azimuths: int = 1084):
+    """(features (N, 1) intensity/255, coords (N, 4) int32) of `batch` cylindrical 0.1 voxelised scans of
+    32 beams x `azimuths` points."""
     import torch
 
     from cmcr_core.sparse import batch_coordinates, voxelize
 
     coords, feats = [], []
     for b in range(batch):
-        scan = torch.from_numpy(synthetic_scan(seed=b))
+        scan = torch.from_numpy(synthetic_scan(seed=b, azimuths=azimuths))
         vox = voxelize(scan[:, :3], 0.1, cylindrical=True)
         coords.append(vox.coords)
         feats.append(scan[vox.representative, 3:4] / 255.0)
@@ -112,14 +114,16 @@ def _build(engine: str, device: str):
     return MERes16UNet34C(1, 64).to(device), minkowski_input, lambda y: y.F
 
 
-def useful_gflop(feats, coords) -> float:
-    """2 * pairs * C_in * C_out summed over every convolution of one MinkUNet34C forward."""
+def useful_gflop(feats, coords, model=None) -> float:
+    """2 * pairs * C_in * C_out summed over every convolution of one forward of `model` (default: the
+    reference-size MinkUNet34C)."""
     import torch
 
     from cmcr_core.models.minkunet import MinkUNet34C
     from cmcr_core.sparse import SparseConv3d, SparseConvTranspose3d, SparseTensor
 
-    model = MinkUNet34C(1, 64).to(feats.device).eval()
+    model = MinkUNet34C(1, 64) if model is None else model
+    model = model.to(feats.device).eval()
     total = [0.0]
 
     def hook(module, inputs, output):
@@ -134,29 +138,35 @@ def useful_gflop(feats, coords) -> float:
             pairs = x.manager.strided_map(x.stride, module.kernel_size, module.stride)[0].num_pairs
         total[0] += 2.0 * pairs * module.in_channels * module.out_channels
 
-    for m in model.modules():
-        if isinstance(m, (SparseConv3d, SparseConvTranspose3d)):
-            m.register_forward_hook(hook)
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (SparseConv3d, SparseConvTranspose3d))]
     with torch.no_grad():
         model(SparseTensor(feats, coords))
+    for handle in handles:
+        handle.remove()
     return total[0] / 1e9
 
 
 def worker_gemm(args) -> dict:
-    """Dense fp32 GEMM rate: torch.mm (MKL/cuBLAS) and, on CPU, oneDNN (what the engine uses there)."""
+    """Dense GEMM rate (fp32 unless `args.dtype` names another torch dtype): torch.mm (MKL/cuBLAS) and, on
+    CPU fp32, oneDNN (what the engine uses there)."""
     import torch
 
     from cmcr_core.sparse import gemm
 
+    dtype = getattr(torch, getattr(args, "dtype", "float32"))
     rates: dict[str, float] = {}
     backends = {"mm": lambda a, b, out: torch.mm(a, b, out=out)}
-    if gemm.use_onednn(torch.zeros(1, device=args.device), 256, 256):
+    if gemm.use_onednn(torch.zeros(1, device=args.device, dtype=dtype), 256, 256):
         backends["onednn"] = lambda a, b, out: gemm.linear(a, b)
+    shapes = [(2048, 2048, 2048), (20000, 256, 256)]
+    if args.device.startswith("cuda"):  # 2048^3 is over in microseconds on a large GPU: launch-bound
+        shapes.append((8192, 8192, 8192))
     for name, fn in backends.items():
-        for m, k, n in ((2048, 2048, 2048), (20000, 256, 256)):
-            a = torch.randn(m, k, device=args.device)
-            b = torch.randn(k, n, device=args.device)
-            out = torch.empty(m, n, device=args.device)
+        for m, k, n in shapes:
+            a = torch.randn(m, k, device=args.device, dtype=dtype)
+            b = torch.randn(k, n, device=args.device, dtype=dtype)
+            out = torch.empty(m, n, device=args.device, dtype=dtype)
             best = float("inf")
             for _ in range(args.repeats + 2):
                 _sync(args.device)

@@ -239,8 +239,12 @@ def prepare_objects(
         help="ShapeNet-55 root (ShapeNet-55/, shapenet_pc/, shapenet_img/): write "
         "teacher targets for its objects into --out (.npz).",
     ),
-    teacher: Path = typer.Option(
-        None, "--teacher", help="LOCAL image-teacher file (ResNet / cmcr-teacher); default: TinyImageTeacher."
+    teacher: str = typer.Option(
+        None, "--teacher", help="Image teacher: hf_vit:DIR (ViT pre-logits), hf_clip:DIR (CLIP image "
+        "embedding) or a LOCAL ResNet / cmcr-teacher file; default: the TinyImageTeacher stand-in."
+    ),
+    text: str = typer.Option(
+        None, "--text", help="hf_clip:DIR: the CLIP text tower on ReCon's 60 prompts of every class text."
     ),
     text_embeddings: Path = typer.Option(
         None,
@@ -255,6 +259,13 @@ def prepare_objects(
     test_per_class: int = typer.Option(4, "--test-per-class", help="--synthetic: test objects per class."),
     points: int = typer.Option(1024, "--points", help="--synthetic: points per object."),
     render_size: str = typer.Option("32x32", "--render-size", help="--synthetic: render size: N or NxN."),
+    classes: str = typer.Option("basic", "--classes", help="--synthetic: class set, basic (8 shapes) or "
+                                "confusable (12 look-alike shapes and furniture)."),
+    pretrain_per_class: int = typer.Option(
+        0, "--pretrain-per-class", help="--synthetic: > 0 gives ShapeNet-55 objects of its own (per class), "
+        "apart from the downstream train / test objects."),
+    scans: bool = typer.Option(False, "--scans", help="--synthetic: also write ScanObjectNN's hardest "
+                               "variant (partial scans with background and noise)."),
     seed: int = typer.Option(0, "--seed", help="Seed of objects, stand-in teachers and view augmentations."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the objects or targets in --out."),
     device: str = DEVICE_OPTION,
@@ -270,10 +281,12 @@ def prepare_objects(
     if synthetic:
         layout, report = run_or_fail(api.write_synthetic_objects, out, overwrite=overwrite,
                                      train_per_class=train_per_class, test_per_class=test_per_class,
-                                     points=points, seed=seed, render_size=render)
+                                     points=points, seed=seed, render_size=render, classes=classes,
+                                     pretrain_per_class=pretrain_per_class, scans=scans)
         print_report(report)
         # the synthetic ShapeNet-55 copy gets its targets too, so one command readies a whole demo
         root, out = root or layout["shapenet55"], out / "teacher_targets.npz"
-    print_report(run_or_fail(api.prepare_object_targets, root, out, overwrite=overwrite, errors=(KeyError,),
-                             teacher=teacher, text_embeddings=text_embeddings, img_dim=img_dim,
-                             text_dim=text_dim, views=views, image_size=size, seed=seed, device=device))
+    print_report(run_or_fail(api.prepare_object_targets, root, out, overwrite=overwrite,
+                             errors=(KeyError, ImportError), teacher=teacher, text=text,
+                             text_embeddings=text_embeddings, img_dim=img_dim, text_dim=text_dim, views=views,
+                             image_size=size, seed=seed, device=device))

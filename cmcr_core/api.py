@@ -50,6 +50,7 @@ __all__ = [
     "write_synthetic_objects",
     "write_synthetic_world",
     "zeroshot",
+    "zeroshot_objects",
 ]
 
 SEGMENTATION_ONLY = ("--label-fraction", "--resume", "--allow-voxel-mismatch", "--export-predictions")
@@ -191,7 +192,7 @@ def finetune(recipe: Any, mode: str, out: str | Path | None = None, weights: str
         check_checkpoint(weights)
     out = _replace_run(out or default_run_folder(recipe), segmentation.get("resume", False), overwrite)
     if isinstance(recipe, config.ObjectClassifyRecipe):
-        from cmcr_core.runs.object_classification import classification_report, run_classification
+        from cmcr_core.runs.object_protocols import classification_report, run_classification
 
         return classification_report(run_classification(recipe, mode, out, weights, seeds), out)
     from cmcr_core.runs.finetune import run_mode
@@ -309,16 +310,38 @@ def toy(clusters: int, out: str | Path, iterations: int = 400, seed: int = 0, ov
     return run_toy(clusters, out, iterations=iterations, seed=seed)
 
 
-def zeroshot(weights: str | Path, data: str | Path, out: str | Path | None = None, split: str = "val",
+def zeroshot(weights: str | Path | None, data: str | Path, out: str | Path | None = None, split: str = "val",
              batch_size: int = 4, device: str = "auto", overwrite: bool = False, **classes: Any) -> Any:
     """`cmcr zeroshot`; ``classes`` are the fields of ``cmcr_core.runs.zeroshot.ClassSource``."""
     from cmcr_core.runs.zeroshot import ClassSource, run_zeroshot
+
+    if weights is None:
+        raise ValueError("--weights: zero-shot segmentation needs a pretraining checkpoint")
 
     source = ClassSource(**classes)
     check_checkpoint(weights)
     out = _claim(out or Path("runs") / f"zeroshot_{Path(weights).parent.name}", overwrite)
     return run_zeroshot(weights, data, out, split=split, batch_size=batch_size, device=resolve_device(device),
                         classes=source)
+
+
+def zeroshot_objects(recipe: str | Path | None, sets: Sequence[str], weights: str | Path | None = None,
+                     out: str | Path | None = None, text_embeddings: str | Path | None = None,
+                     clip: str | Path | None = None, device: str = "auto", overwrite: bool = False) -> Any:
+    """`cmcr zeroshot --objects`: zero-shot classification with a `task: classification` recipe's `zeroshot`
+    section (``cmcr_core.runs.object_zeroshot``); without `weights`, the recipe's encoder at random
+    initialisation; returns the ``Report``."""
+    from cmcr_core.runs.object_zeroshot import run_object_zeroshot, zeroshot_report
+
+    if recipe is None:
+        raise ValueError("--objects: give --recipe (a task: classification recipe, e.g. "
+                         "recipes/recon_zeroshot_modelnet40.yaml)")
+    resolved = config.load_recipe(recipe, sets, kind=config.ObjectClassifyRecipe)
+    if weights is not None:
+        check_checkpoint(weights)
+    out = _claim(out or default_run_folder(resolved), overwrite)
+    metrics = run_object_zeroshot(resolved, out, weights, text_embeddings, clip, resolve_device(device))
+    return zeroshot_report(metrics, out)
 
 
 def demo(out: str | Path, quick: bool = False, seeds: int | None = None, threads: int = 2,

@@ -1,6 +1,7 @@
 """Session-wide fixtures shared by every test folder: the synthetic world and its prepared copies here, the
 families of artefacts of `support/` (teacher, pretraining runs, checkpoints, objects, transformers models)
-registered below."""
+registered below, and the device of the device-aware tests (`support/device.py`: CMCR_TEST_DEVICE, the
+`device` and `tolerance` fixtures, the `gpu` marking of the tests that take `device`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `support` is importable from every test
 
+from support import device as device_support  # noqa: E402
 from support.checkpoints import cartesian_checkpoint, cylindrical_checkpoint  # noqa: E402, F401
+from support.device import device, tolerance  # noqa: E402, F401
 from support.hf import clip_dir, dinov2_dir  # noqa: E402, F401
 from support.objects import objects_root, pretrain_run, runner, small_objects  # noqa: E402, F401
 from support.pretraining import runs  # noqa: E402, F401
@@ -22,6 +25,20 @@ from support.teacher import trained  # noqa: E402, F401
 
 # The test machines have 2 cores; CMCR_TEST_THREADS=1 avoids oversubscription when other jobs share them.
 torch.set_num_threads(int(os.environ.get("CMCR_TEST_THREADS", "2")))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device_support.configure(config)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    device_support.mark_device_tests(items)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    device_support.skip_gpu_without_cuda(item)
+
 
 SYNTHETIC_WORLD_ARGS = {"scenes": 5, "samples_per_scene": 2, "seed": 0, "image_size": (320, 180)}
 """The shared world: scene-0061, scene-0103, scene-1094, scene-0916, scene-0553 (both mini_val scenes, a

@@ -37,6 +37,7 @@ from cmcr_core.config.loading import (
     to_dict,
 )
 from cmcr_core.config.objects import (
+    FewShotConfig,
     ObjectClassifyRecipe,
     ObjectDataConfig,
     ObjectEvalConfig,
@@ -44,6 +45,7 @@ from cmcr_core.config.objects import (
     ReconModelConfig,
     ReconOptimConfig,
     ReconRecipe,
+    ZeroShotConfig,
 )
 from cmcr_core.config.packaged import RecipeSummary, find_recipe, packaged_recipe_names, packaged_recipes_dir
 from cmcr_core.config.schema import (
@@ -72,6 +74,7 @@ __all__ = [
     "FILE_CHECKS",
     "RECIPE_KINDS",
     "DataConfig",
+    "FewShotConfig",
     "FinetuneDataConfig",
     "FinetuneLossConfig",
     "FinetuneModelConfig",
@@ -91,6 +94,7 @@ __all__ = [
     "ReconModelConfig",
     "ReconOptimConfig",
     "ReconRecipe",
+    "ZeroShotConfig",
     "SemanticNetConfig",
     "StudentConfig",
     "TeacherConfig",

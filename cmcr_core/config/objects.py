@@ -1,9 +1,10 @@
-"""Recipe schema of object point clouds (ReCon: Qi et al., ICML 2023; qizekun/ReCon; docs/recon.md):
-pretraining and object classification.
+"""Recipe schema of object point clouds (ReCon: Qi et al., Contrast with Reconstruct, ICML 2023; code
+qizekun/ReCon; docs/recon.md): pretraining and object classification.
 
 `cmcr pretrain` runs a `method: recon` recipe (`ReconRecipe`); `cmcr finetune` / `cmcr probe` run a
-`task: classification` recipe (`ObjectClassifyRecipe`). They share `TrainConfig` with the LiDAR recipes
-(`cmcr_core.config.schema`).
+`task: classification` recipe (`ObjectClassifyRecipe`: fine-tuning, linear probe, few-shot when
+`fewshot.way` > 0), and `cmcr zeroshot --objects` its `zeroshot` section. They share `TrainConfig` with
+the LiDAR recipes (`cmcr_core.config.schema`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class ObjectDataConfig:
     the other layouts take train or test. `targets` is the teacher-target file of `cmcr prepare objects`
     (needed when an img/text loss is on). Sampling: random (pretraining), fps_random (fine-tuning, FPS to
     `fps_pool` then a random subset), fps (evaluation).
+
+    `normalize`: centre each sampled cloud on its centroid and scale it into the unit sphere, in training
+    and evaluation alike. The reference does it for ShapeNet-55 and ModelNet40 (and the few-shot folds)
+    and not for ScanObjectNN, whose clouds it reads as stored; every published recipe sets it.
     """
 
     dataset: Literal["shapenet55", "scanobjectnn", "modelnet_resampled", "modelnet_h5"] = "shapenet55"
@@ -33,7 +38,8 @@ class ObjectDataConfig:
     num_points: int = 1024
     sampling: Literal["random", "fps", "fps_random", "first"] = "random"
     fps_pool: int = 0  # 0 = 1200 for 1024 points, 2400 for 2048 (reference), else num_points * 1.2
-    augmentation: Literal["none", "rotate_y", "scale_translate"] = "rotate_y"
+    normalize: bool = True  # unit sphere; reference: ShapeNet-55 and ModelNet40 yes, ScanObjectNN no
+    augmentation: Literal["none", "rotate_y", "scale", "scale_translate"] = "rotate_y"
     batch_size: int = 128
     eval_batch_size: int = 64
     num_workers: int = 4
@@ -106,7 +112,7 @@ class ObjectEvalConfig:
 
     num_votes: int = 10
     num_subsets: int = 10  # random FPS subsets averaged inside one vote
-    vote_augmentation: Literal["none", "rotate_y", "scale_translate"] = "none"
+    vote_augmentation: Literal["none", "rotate_y", "scale", "scale_translate"] = "none"
     # > 0: before evaluating a fine-tuned model, re-estimate its batch-norm statistics (cumulative average)
     # over this many passes of the training set (training sampling/augmentation, no gradients). Off in the
     # reference; short CPU runs need it because the running statistics lag the fast-moving weights.
@@ -122,6 +128,32 @@ class ObjectEvalConfig:
 
 
 @dataclass(frozen=True)
+class FewShotConfig:
+    """Few-shot classification, on when `way` > 0: `folds` episodes of `way` classes with `shot` training
+    objects per class (from `data.train_split`) and `queries` test objects per class (from
+    `data.test_split`), labels renumbered 0 … way − 1 in the drawn order. Fold f draws from the generator
+    seeded [seed, f]; `folds.json` records what was drawn. `folds_path` instead reads the published fold
+    files (`{way}way{shot}shot/{fold}.pkl` of a ModelNetFewshot folder)."""
+
+    way: int = 0  # 0 = off; ReCon: 5 or 10
+    shot: int = 10  # ReCon: 10 or 20
+    folds: int = 10
+    queries: int = 20  # test objects per class and fold
+    seed: int = 0  # fold sampling (training randomness: train.seed)
+    folds_path: str = ""
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """`cmcr zeroshot --objects`: a cloud's feature is `ratio` x text_proj(q_text) + img_proj(q_img) (`full`),
+    or one of the two terms (`text`, `image`); the prediction is the class embedding of highest cosine."""
+
+    feature: Literal["full", "text", "image"] = "full"
+    ratio: float = 0.25  # ReCon: ModelNet40 0.25, ScanObjectNN OBJ_ONLY 0.15, OBJ_BG 0.1, PB_T50_RS 0.05
+    prompts: Literal["recon", "name"] = "recon"  # prompts per class name with a CLIP directory (--clip)
+
+
+@dataclass(frozen=True)
 class ObjectClassifyRecipe:
     """Object classification: `cmcr finetune` / `cmcr probe` with `task: classification`."""
 
@@ -133,3 +165,5 @@ class ObjectClassifyRecipe:
     optim: ReconOptimConfig = field(default_factory=ReconOptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: ObjectEvalConfig = field(default_factory=ObjectEvalConfig)
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)

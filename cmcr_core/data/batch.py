@@ -63,6 +63,8 @@ class Batch:
     target_images:    (ΣK, 3, h, w) uint8 unmasked crops (CMCR MIM target; `images` are then the masked
                       network input), or None when nothing was masked.
     skipped_samples:  damaged samples the data pipeline replaced in this batch (`data.skip_damaged`).
+    num_superpixels:  largest superpixel id + 1, counted on the CPU by `collate` (so the superpixel loss
+                      need not wait for the GPU to size its buffers), or None without superpixels.
     """
 
     coords: torch.Tensor
@@ -80,6 +82,7 @@ class Batch:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     target_images: torch.Tensor | None = None
     skipped_samples: int = 0
+    num_superpixels: int | None = None
 
     @property
     def batch_size(self) -> int:
@@ -143,6 +146,10 @@ def collate(samples: list[SampleTensors]) -> Batch:
     has_target = [s.target_images is not None for s in samples]
     if any(has_target) and not all(has_target):
         raise ValueError("either every sample of a batch has MIM target images or none has")
+    superpixels, num_superpixels = None, None
+    if all(has_spx):
+        superpixels = offset_superpixel_ids(torch.stack([m for s in samples for m in s.superpixels]))
+        num_superpixels = int(superpixels.max()) + 1 if superpixels.numel() else 0
     extras: dict[str, torch.Tensor] = {}
     for name in samples[0].extras:
         parts = [s.extras[name] for s in samples]
@@ -161,9 +168,9 @@ def collate(samples: list[SampleTensors]) -> Batch:
         points=torch.cat([s.points for s in samples]),
         point_batch=torch.cat(point_batch),
         point_to_voxel=torch.cat(point_voxel).long(),
-        superpixels=offset_superpixel_ids(torch.stack([m for s in samples for m in s.superpixels]))
-        if all(has_spx) else None,
+        superpixels=superpixels,
         tokens=tuple(s.token for s in samples),
         extras=extras,
         target_images=torch.cat([s.target_images for s in samples]) if all(has_target) else None,
+        num_superpixels=num_superpixels,
     )

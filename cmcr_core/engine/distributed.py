@@ -73,25 +73,35 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
     """Join the process group described by torchrun's environment variables.
 
     ``device``: ``"cuda"`` or ``"cpu"``; default CUDA when available. CUDA ranks use NCCL and GPU
-    ``LOCAL_RANK``; CPU ranks use gloo.
+    ``LOCAL_RANK`` (so a GPU index in ``device`` is refused under torchrun); CPU ranks use gloo. A single
+    process takes ``device`` as given (``"cuda:1"`` included).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device_type = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device_name = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if world_size <= 1:
-        return single_process_context(device_type)
+        return single_process_context(device_name)
     try:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     except KeyError as error:
         raise RuntimeError(f"WORLD_SIZE={world_size} but {error} is not set; launch with torchrun") from error
-    if device_type == "cuda":
+    requested = torch.device(device_name)
+    if requested.type == "cuda":
+        if requested.index is not None and requested.index != local_rank:
+            raise ValueError(f"device {device_name!r} under torchrun: each rank uses the GPU of its "
+                             f"LOCAL_RANK ({local_rank} here); name the device 'cuda' (CUDA_VISIBLE_DEVICES "
+                             "picks the GPUs)")
         torch.cuda.set_device(local_rank)
         torch_device, backend = torch.device("cuda", local_rank), "nccl"
-    else:
+    elif requested.type == "cpu":
         torch_device, backend = torch.device("cpu"), "gloo"
+    else:
+        raise ValueError(f"device {device_name!r}: distributed runs use 'cuda' (NCCL) or 'cpu' (gloo)")
     if not dist.is_initialized():
+        # NCCL: bind the group to this rank's GPU (device_id), so barriers and collectives never guess it.
         dist.init_process_group(
             backend=backend, init_method="env://", rank=rank, world_size=world_size,
             timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=torch_device if backend == "nccl" else None,
         )
     logger.info("rank %d/%d (local %d) on %s with %s", rank, world_size, local_rank, torch_device, backend)
     return DistContext(rank, world_size, local_rank, torch_device, backend)

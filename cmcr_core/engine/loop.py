@@ -58,12 +58,20 @@ SKIPPED = "skipped_samples"  # a batch's count of damaged samples its data pipel
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN/Inf; raised before the bad step touches the weights."""
+    """A loss became NaN/Inf; raised after the bad batch's forward, before its backward and optimizer step.
+
+    The parameters and the optimizer state are those of the previous step, but the forward ran in training
+    mode: the buffers a forward updates (batch-norm running statistics, an EMA codebook) already took in
+    the bad batch, so the method in memory is not the previous step's. Resume from ``last_checkpoint``.
+    """
 
     def __init__(self, step: int, loss_name: str, value: float, last_checkpoint: Path | None) -> None:
         self.step, self.loss_name, self.value, self.last_checkpoint = step, loss_name, value, last_checkpoint
         where = str(last_checkpoint) if last_checkpoint else "none written yet"
-        super().__init__(f"loss {loss_name!r} is {value} at step {step}; last good checkpoint: {where}")
+        super().__init__(
+            f"loss {loss_name!r} is {value} at step {step}; the weights were not stepped, but this batch's "
+            f"forward already updated running statistics (batch norm) in memory: resume from the last good "
+            f"checkpoint: {where}")
 
 
 @dataclass(frozen=True)

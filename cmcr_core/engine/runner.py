@@ -99,6 +99,10 @@ def open_run(out_dir: str | Path, device: str, seed: int | None, distributed_run
         ctx = distributed.init_distributed(name)
     else:
         ctx = distributed.single_process_context(name)
+    if ctx.device.type == "cuda" and ctx.device.index is not None:
+        # The run's GPU becomes the current one: the loader's pin-memory thread, cuDNN and cuBLAS handles
+        # and any allocation without an explicit device go there, not to GPU 0 (train.device=cuda:1).
+        torch.cuda.set_device(ctx.device)
     try:
         if seed is not None:
             distributed.seed_process(seed, ctx.rank)

@@ -1,6 +1,10 @@
-"""Object classification metrics of a ReCon encoder: frozen global features, accuracy, voting (the protocols
-of qizekun/ReCon, docs/recon.md). Voting is reported as the mean (and std) over votes, not the reference's max
-over rounds."""
+"""Object classification metrics of a ReCon encoder: frozen global features, accuracy, voting, zero-shot.
+
+Voting is reported as the mean (and std) over votes, not the maximum over 299 voting rounds that ReCon's
+code (qizekun/ReCon) reports (docs/recon.md). Zero-shot follows its zero-shot model: a cloud's feature is
+``ratio · text_proj(q_text) + img_proj(q_img)``, a class's embedding the sum of its prompts' text features
+(unnormalised), the prediction the class of highest cosine.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from cmcr_core.models.point_transformer import ReConEncoder, finetune_features, svm_features, token_features
 from cmcr_core.ops.geometry import farthest_point_sample, gather_points
 
 __all__ = [
-    "extract_global_features", "overall_accuracy", "per_class_accuracy", "vote_logits", "voting_accuracy",
+    "ZERO_SHOT_FEATURES", "class_prompt_sum", "cosine_logits", "extract_global_features", "overall_accuracy",
+    "per_class_accuracy", "vote_logits", "voting_accuracy", "zero_shot_features",
 ]
+
+ZERO_SHOT_FEATURES = ("full", "text", "image")
 
 
 @torch.no_grad()
@@ -118,3 +126,52 @@ def per_class_accuracy(pred: Tensor, labels: Tensor, class_names: list[str]) -> 
     return {
         class_names[c]: float((pred[labels == c] == c).float().mean()) for c in sorted(set(labels.tolist()))
     }
+
+
+@torch.no_grad()
+def zero_shot_features(
+    encoder: ReConEncoder,
+    img_proj: nn.Module | None,
+    text_proj: nn.Module | None,
+    points: Tensor,
+    feature: str = "full",
+    ratio: float = 0.25,
+    batch_size: int = 64,
+) -> Tensor:
+    """ReCon's zero-shot feature of each cloud (eval mode, no masking).
+
+    Args:
+        img_proj, text_proj: the pretraining projections of the image and text queries.
+        points: B x N x 3.
+        feature: ``full`` (``ratio`` x text_proj(q_text) + img_proj(q_img)), ``text`` or ``image``.
+
+    Returns:
+        B x D.
+    """
+    if feature not in ZERO_SHOT_FEATURES:
+        raise ValueError(f"zero-shot feature must be one of {ZERO_SHOT_FEATURES}, got {feature!r}")
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    for start in range(0, points.shape[0], batch_size):
+        neighbourhoods, centres = encoder.group(points[start : start + batch_size])
+        queries, _ = encoder(neighbourhoods, centres, mask=None)
+        text = text_proj(queries[:, 2]) if feature in ("full", "text") else None
+        image = img_proj(queries[:, 1]) if feature in ("full", "image") else None
+        out.append(image if text is None else text if image is None else ratio * text + image)
+    encoder.train(was_training)
+    return torch.cat(out)
+
+
+def class_prompt_sum(embeddings: Tensor) -> Tensor:
+    """Class embeddings C x D from C x D or C x P x D (P prompts per class, summed without normalising)."""
+    if embeddings.dim() == 3:
+        return embeddings.sum(dim=1)
+    if embeddings.dim() != 2:
+        raise ValueError(f"class embeddings must be C x D or C x P x D, got shape {tuple(embeddings.shape)}")
+    return embeddings
+
+
+def cosine_logits(features: Tensor, class_embeddings: Tensor) -> Tensor:
+    """B x C cosine similarities between B x D features and C x D class embeddings."""
+    return F.normalize(features.float(), dim=-1) @ F.normalize(class_embeddings.float(), dim=-1).T

@@ -102,15 +102,14 @@ class ConfusionAccumulator:
             raise ValueError(f"gt has {gt_t.numel()} points but pred has {pred_t.numel()}")
         k = self.num_classes
         if gt_t.numel():
-            if int(gt_t.min()) < 0 or int(gt_t.max()) >= k:
-                raise ValueError(
-                    f"ground truth must lie in 0..{k - 1}, got {int(gt_t.min())}..{int(gt_t.max())}"
-                )
-            if int(pred_t.min()) < 1 or int(pred_t.max()) >= k:
-                raise ValueError(
-                    f"predictions must lie in 1..{k - 1} (class 0 is never predicted), "
-                    f"got {int(pred_t.min())}..{int(pred_t.max())}"
-                )
+            # One host sync for the four bounds (the tensors may live on a GPU).
+            gt_low, gt_high, pred_low, pred_high = torch.stack(
+                [gt_t.min(), gt_t.max(), pred_t.min(), pred_t.max()]).tolist()
+            if gt_low < 0 or gt_high >= k:
+                raise ValueError(f"ground truth must lie in 0..{k - 1}, got {gt_low}..{gt_high}")
+            if pred_low < 1 or pred_high >= k:
+                raise ValueError(f"predictions must lie in 1..{k - 1} (class 0 is never predicted), "
+                                 f"got {pred_low}..{pred_high}")
             self._matrix += confusion_counts(gt_t, pred_t, k).reshape(-1).cpu()
         self.num_scans += scans
 

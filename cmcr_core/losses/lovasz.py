@@ -66,20 +66,18 @@ def lovasz_softmax(
     zero = probabilities.sum() * 0.0
     if labels.numel() == 0:
         return zero
-    num_classes = probabilities.shape[1]
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise ValueError(
-            f"labels must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}"
-        )
-    if classes == "present":
-        selected = torch.unique(labels)
-    elif classes == "all":
-        selected = torch.arange(num_classes, device=labels.device)
-    else:
+    if classes not in ("present", "all"):
         raise ValueError(f"classes must be 'present' or 'all', got {classes!r}")
-    # All classes at once: (P, K) errors sorted per column; the per-column gradient is lovasz_grad.
-    foreground = (labels.unsqueeze(1) == selected.unsqueeze(0)).to(probabilities.dtype)
-    errors = (foreground - probabilities[:, selected]).abs()
+    num_classes = probabilities.shape[1]
+    low, high = torch.stack([labels.min(), labels.max()]).tolist()  # the one host sync of the loss
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {low}..{high}")
+    # Every class at once: (P, C) errors sorted per column; the per-column gradient is lovasz_grad. The
+    # present classes are weighted by a mask, not selected (selecting would wait for the device to count
+    # them); an absent class's column is finite (its union is at least its rank) and gets weight 0.
+    class_ids = torch.arange(num_classes, device=labels.device)
+    foreground = (labels.unsqueeze(1) == class_ids.unsqueeze(0)).to(probabilities.dtype)
+    errors = (foreground - probabilities).abs()
     errors_sorted, order = torch.sort(errors, dim=0, descending=True)
     fg_sorted = torch.gather(foreground, 0, order)
     total = fg_sorted.sum(0, keepdim=True)
@@ -88,4 +86,7 @@ def lovasz_softmax(
     jaccard = 1.0 - intersection / union
     grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]], dim=0)
     per_class = (errors_sorted * grad).sum(0)
-    return per_class.mean() if per_class.numel() else zero
+    if classes == "all":
+        return per_class.mean()
+    present = total.squeeze(0) > 0
+    return (per_class * present).sum() / present.sum()

@@ -43,9 +43,11 @@ def info_nce(anchors: Tensor, candidates: Tensor, temperature: float = 0.07) -> 
         raise ValueError("InfoNCE needs at least one pair, got M = 0")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = anchors.float() @ candidates.float().t() / temperature
-    target = torch.arange(anchors.shape[0], device=anchors.device)
-    return F.cross_entropy(logits, target)
+    # Autocast would run the product in bfloat16 even on float32 inputs (matmul is on its cast list).
+    with torch.autocast(device_type=anchors.device.type, enabled=False):
+        logits = anchors.float() @ candidates.float().t() / temperature
+        target = torch.arange(anchors.shape[0], device=anchors.device)
+        return F.cross_entropy(logits, target)
 
 
 def sample_pairs(

@@ -71,7 +71,8 @@ class PixelToPointDistillation(DistillationMethod):
             if batch.superpixels is None:
                 raise ValueError("the superpixel loss needs superpixels: prepare with --superpixels slic")
             loss = self.superpixel_nce(
-                points, pixels, batch.superpixels, batch.pairing_points, batch.pairing_images
+                points, pixels, batch.superpixels, batch.pairing_points, batch.pairing_images,
+                batch.num_superpixels,
             )
             losses["superpixel_nce"] = self.superpixel_nce_weight * loss
         return losses

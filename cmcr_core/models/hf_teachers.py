@@ -1,5 +1,8 @@
 """CLIP and DINOv2 image teachers through Hugging Face ``transformers`` (extra: ``pip install cmcr[hf]``).
 
+(The one-vector-per-image teachers of ReCon, a ViT's pre-logits and CLIP's image embedding, are in
+``cmcr_core.models.hf_global_teachers``; they share the loading helpers of this module.)
+
 Weights are read from a LOCAL directory written by ``save_pretrained`` (``config.json`` + weights, and for
 CLIP's text side the tokenizer files) with ``local_files_only=True``: nothing is ever downloaded.
 ``transformers`` is imported only when one of these teachers is built, so the rest of cmcr never needs it.
@@ -66,17 +69,17 @@ class HFNotInstalledError(ImportError):
     """``transformers`` is needed for CLIP/DINOv2 teachers but is not installed."""
 
 
-def _transformers() -> Any:
+def require_transformers() -> Any:
     try:
         import transformers
     except ImportError as error:
         raise HFNotInstalledError(
-            "CLIP and DINOv2 teachers need Hugging Face transformers: pip install cmcr[hf]"
+            "the CLIP, DINOv2 and ViT teachers need Hugging Face transformers: pip install cmcr[hf]"
         ) from error
     return transformers
 
 
-def _model_dir(path: str | Path, what: str) -> Path:
+def local_model_dir(path: str | Path, what: str) -> Path:
     directory = Path(path)
     if not str(path):
         raise ValueError(f"{what}: teacher.weights must name a local directory written by save_pretrained")
@@ -135,8 +138,8 @@ class ClipDenseEncoder(_PatchGridEncoder):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        transformers = _transformers()
-        directory = _model_dir(path, "hf_clip")
+        transformers = require_transformers()
+        directory = local_model_dir(path, "hf_clip")
         model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True)
         self.path = str(path)
         self.vision = model.vision_model
@@ -186,8 +189,8 @@ class Dinov2DenseEncoder(_PatchGridEncoder):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        transformers = _transformers()
-        directory = _model_dir(path, "hf_dinov2")
+        transformers = require_transformers()
+        directory = local_model_dir(path, "hf_dinov2")
         self.path = str(path)
         self.model = transformers.Dinov2Model.from_pretrained(directory, local_files_only=True)
         self.out_channels = int(self.model.config.hidden_size)
@@ -260,8 +263,8 @@ def encode_clip_texts(
     Returns:
         (N, D) float32 unnormalised embeddings.
     """
-    transformers = _transformers()
-    directory = _model_dir(path, "CLIP text encoder")
+    transformers = require_transformers()
+    directory = local_model_dir(path, "CLIP text encoder")
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True).to(device).eval()
     flat = list(texts)

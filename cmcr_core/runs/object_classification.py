@@ -1,9 +1,12 @@
 """Object classification with a ReCon encoder: fine-tuning through the shared engine and linear probing.
 
-* ``run_object_finetune``: ``PointTransformerClassifier`` trained by the engine (one run folder per seed),
-  evaluated by overall accuracy on FPS-sampled test clouds, voting (mean +- std over votes) and per-class
-  accuracy; ``metrics.json`` aggregates the seeds.
-* ``run_object_probe``: logistic regression on frozen global features (docs/recon.md).
+* ``finetune_classifier`` / ``run_object_finetune``: ``PointTransformerClassifier`` trained by the engine
+  (one run folder per seed), evaluated by overall accuracy on FPS-sampled test clouds, voting (mean +- std
+  over votes) and per-class accuracy; ``metrics.json`` aggregates the seeds.
+* ``probe_classifier`` / ``run_object_probe``: a linear SVM (ReCon's ``LinearSVC(C = 0.075)``) or logistic
+  regression on frozen global features.
+
+The commands' dispatch (fine-tuning, probe, few-shot folds) is ``cmcr_core.runs.object_protocols``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from cmcr_core.methods.classification import ClassifierMethod, classifier_param_
 from cmcr_core.methods.registry import recon_encoder_sizes
 from cmcr_core.models.point_transformer import PointTransformerClassifier
 from cmcr_core.runs.objects import fps_pool_size, read_objects, train_dataset, train_on_objects
-from cmcr_core.runs.report import Line, Report
 from cmcr_core.runs.run_folder import METRICS_JSON, seed_folder, write_json
 
 logger = logging.getLogger(__name__)
@@ -60,8 +62,8 @@ def load_recon_encoder(encoder: torch.nn.Module, weights: str | Path) -> None:
 
 
 def eval_points(objects: ObjectSet, data: ObjectDataConfig, num_points: int | None = None) -> Tensor:
-    """B x N x 3 FPS-sampled, unit-sphere-normalised, un-augmented clouds (evaluation protocol)."""
-    ds = ObjectPointDataset(objects, num_points or data.num_points, sampling="fps", normalize=True)
+    """B x N x 3 FPS-sampled, un-augmented clouds (evaluation protocol), normalised as ``data.normalize``."""
+    ds = ObjectPointDataset(objects, num_points or data.num_points, sampling="fps", normalize=data.normalize)
     return torch.from_numpy(np.stack([ds[i]["points"] for i in range(len(ds))]))
 
 
@@ -134,9 +136,33 @@ def evaluate_classifier(
     }
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std())}
+def finetune_classifier(
+    recipe: ObjectClassifyRecipe, train_set: ObjectSet, test_set: ObjectSet, out_dir: str | Path,
+    weights: str | Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune one classifier (seed ``recipe.train.seed``) on ``train_set`` into ``out_dir``, evaluate it on
+    ``test_set``, write ``out_dir/metrics.json``. ``weights``: ReCon pretraining checkpoint (None = random
+    initialisation)."""
+    out_dir = Path(out_dir)
+    distributed.seed_process(recipe.train.seed)
+    model = PointTransformerClassifier(
+        len(train_set.class_names),
+        **recon_encoder_sizes(recipe.model),
+        drop_path_rate=recipe.model.drop_path_rate,
+        head=recipe.model.head,
+    )
+    if weights is not None:
+        load_recon_encoder(model.encoder, weights)
+    method = ClassifierMethod(model, recipe.loss.label_smoothing)
+    o = recipe.optim
+    groups = classifier_param_groups(method, o.lr, o.weight_decay, o.cls_lr_scale)
+    dataset = train_dataset(recipe, train_set, needs_targets=False)
+    train_on_objects(recipe, method, dataset, out_dir, param_groups=groups)
+    if recipe.eval.recalibrate_bn > 0:
+        recalibrate_batch_norm(model, dataset, recipe.eval.recalibrate_bn, recipe.data.batch_size)
+    metrics = evaluate_classifier(model.cpu(), recipe, test_set)
+    write_json(out_dir / METRICS_JSON, metrics, indent=2, newline=False)
+    return metrics
 
 
 def run_object_finetune(
@@ -152,32 +178,20 @@ def run_object_finetune(
     out_dir = Path(out_dir)
     train_set = read_objects(recipe.data, recipe.data.train_split)
     test_set = read_objects(recipe.data, recipe.data.test_split)
-    num_classes = len(train_set.class_names)
     runs = {}
     for seed in seeds:
         seeded = replace(recipe, train=replace(recipe.train, seed=int(seed)))
-        distributed.seed_process(seed)
-        model = PointTransformerClassifier(
-            num_classes,
-            **recon_encoder_sizes(recipe.model),
-            drop_path_rate=recipe.model.drop_path_rate,
-            head=recipe.model.head,
-        )
-        if weights is not None:
-            load_recon_encoder(model.encoder, weights)
-        method = ClassifierMethod(model, recipe.loss.label_smoothing)
-        o = recipe.optim
-        groups = classifier_param_groups(method, o.lr, o.weight_decay, o.cls_lr_scale)
-        dataset = train_dataset(seeded, train_set, needs_targets=False)
-        train_on_objects(seeded, method, dataset, seed_folder(out_dir, seed), param_groups=groups)
-        if recipe.eval.recalibrate_bn > 0:
-            recalibrate_batch_norm(model, dataset, recipe.eval.recalibrate_bn, recipe.data.batch_size)
-        metrics = evaluate_classifier(model.cpu(), seeded, test_set)
-        write_json(seed_folder(out_dir, seed) / METRICS_JSON, metrics, indent=2, newline=False)
-        runs[str(seed)] = metrics
+        folder = seed_folder(out_dir, seed)
+        runs[str(seed)] = finetune_classifier(seeded, train_set, test_set, folder, weights)
     summary = _summary(recipe, weights, runs)
     write_json(out_dir / METRICS_JSON, summary, indent=2, newline=False)
     return summary
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and population std (the spread of the runs themselves, as the tables report it)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std())}
 
 
 def _summary(
@@ -187,7 +201,7 @@ def _summary(
     return {
         "recipe": recipe.name,
         "weights": str(weights) if weights is not None else None,
-        **{k: _mean_std([r[k] for r in runs.values()]) for k in keys if all(k in r for r in runs.values())},
+        **{k: mean_std([r[k] for r in runs.values()]) for k in keys if all(k in r for r in runs.values())},
         "seeds": runs,
     }
 
@@ -203,16 +217,14 @@ def fit_probe(
     )
 
 
-def run_object_probe(
-    recipe: ObjectClassifyRecipe, out_dir: str | Path, weights: str | Path | None = None
+def probe_classifier(
+    recipe: ObjectClassifyRecipe, train_set: ObjectSet, test_set: ObjectSet, weights: str | Path | None = None
 ) -> dict[str, Any]:
-    """Linear probe on frozen global features of a (pretrained or random) encoder -> ``metrics.json``.
+    """The linear probe (``eval.probe_classifier``) on frozen global features of a pretrained or random
+    (seed ``train.seed``) encoder, fitted on ``train_set`` and scored on ``test_set``.
 
     Voting here = the probe's logits averaged over random FPS subsets, reported as mean +- std over votes.
     """
-    out_dir = Path(out_dir)
-    train_set = read_objects(recipe.data, recipe.data.train_split)
-    test_set = read_objects(recipe.data, recipe.data.test_split)
     seed, e = recipe.train.seed, recipe.eval
     distributed.seed_process(seed)
     classifier = PointTransformerClassifier(
@@ -237,7 +249,7 @@ def run_object_probe(
         e.num_subsets,
         seed=seed,
     )
-    metrics = {
+    return {
         "recipe": recipe.name,
         "weights": str(weights) if weights is not None else None,
         "train_accuracy": overall_accuracy(predict(train_f), train_y),
@@ -247,7 +259,16 @@ def run_object_probe(
         "voting_votes": votes["votes"],
         "per_class_accuracy": per_class_accuracy(logits.argmax(1), test_y, test_set.class_names),
     }
-    write_json(out_dir / METRICS_JSON, metrics, indent=2, newline=False)
+
+
+def run_object_probe(
+    recipe: ObjectClassifyRecipe, out_dir: str | Path, weights: str | Path | None = None
+) -> dict[str, Any]:
+    """``probe_classifier`` on the recipe's train and test splits -> ``out_dir/metrics.json``."""
+    train_set = read_objects(recipe.data, recipe.data.train_split)
+    test_set = read_objects(recipe.data, recipe.data.test_split)
+    metrics = probe_classifier(recipe, train_set, test_set, weights)
+    write_json(Path(out_dir) / METRICS_JSON, metrics, indent=2, newline=False)
     return metrics
 
 
@@ -265,35 +286,3 @@ def run_object_probe_seeds(
     summary = _summary(recipe, weights, runs)
     write_json(out_dir / METRICS_JSON, summary, indent=2, newline=False)
     return summary
-
-
-def run_classification(recipe: ObjectClassifyRecipe, mode: str, out_dir: str | Path,
-                       weights: str | Path | None = None, seeds: int = 1) -> dict[str, Any]:
-    """`cmcr finetune` (mode "finetune") or `cmcr probe` ("probe") of a `task: classification` recipe, over
-    seeds S..S+seeds−1 (S = train.seed): one folder per seed and the mean ± std in `out_dir`, except a
-    single-seed probe, whose metrics.json is `out_dir`'s own."""
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
-    first = recipe.train.seed
-    if mode == "finetune":
-        return run_object_finetune(recipe, out_dir, weights, range(first, first + seeds))
-    if seeds == 1:
-        return run_object_probe(recipe, out_dir, weights)
-    return run_object_probe_seeds(recipe, out_dir, weights, range(first, first + seeds))
-
-
-def classification_report(metrics: dict[str, Any], out_dir: str | Path) -> Report:
-    """The command's last line: overall accuracy and voting (mean over votes), ± std over seeds."""
-
-    def fmt(entry: object) -> str:
-        if isinstance(entry, dict):
-            return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
-        return f"{entry:.4f}"
-
-    voting = metrics["voting_mean"]
-    if not isinstance(voting, dict):
-        voting = {"mean": voting, "std": metrics["voting_std"]}
-    return Report((Line(
-        f"[green]done[/]: overall accuracy {fmt(metrics['overall_accuracy'])}, voting (mean over votes) "
-        f"{fmt(voting)}; {Path(out_dir) / METRICS_JSON}"
-    ),))

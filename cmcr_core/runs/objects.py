@@ -103,7 +103,7 @@ def train_dataset(
         targets = load_teacher_targets(d.targets)
     pool = fps_pool_size(d) if d.sampling == "fps_random" else None
     return ObjectPointDataset(
-        objects, d.num_points, d.sampling, True, d.augmentation, targets, pool, seed=recipe.train.seed
+        objects, d.num_points, d.sampling, d.normalize, d.augmentation, targets, pool, seed=recipe.train.seed
     )
 
 

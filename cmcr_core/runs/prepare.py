@@ -13,20 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cmcr_core.data import prepare_nuscenes as prep
 from cmcr_core.data.integrity import VerifyReport
 from cmcr_core.data.objects import write_synthetic_object_datasets
-from cmcr_core.data.objects.prepare import prepare_teacher_targets
+from cmcr_core.data.objects.synthetic import CLASS_SETS
 from cmcr_core.data.semantickitti import prepare_semantickitti
 from cmcr_core.data.semantickitti.writer import write_semantickitti_world
 from cmcr_core.data.superpixels import SlicParams
 from cmcr_core.data.synthetic import WorldSummary, write_nuscenes_world
-from cmcr_core.engine.runner import resolve_device
-from cmcr_core.models.teacher import load_teacher
-from cmcr_core.models.tiny_image_teacher import TinyImageTeacher
 from cmcr_core.ops.progress import progress_bar
+from cmcr_core.runs.object_teachers import write_teacher_targets
 from cmcr_core.runs.report import Line, Report, Table
 
 __all__ = [
@@ -110,49 +106,31 @@ def prepare_kitti(root: str | Path, out: str | Path) -> Report:
 
 
 def write_synthetic_objects(out: str | Path, train_per_class: int, test_per_class: int, points: int,
-                            seed: int, render_size: int) -> tuple[dict[str, Any], Report]:
-    """`cmcr prepare objects --synthetic`: objects in every layout under `out` (a folder, not a .npz)."""
+                            seed: int, render_size: int, classes: str = "basic", pretrain_per_class: int = 0,
+                            scans: bool = False) -> tuple[dict[str, Any], Report]:
+    """`cmcr prepare objects --synthetic`: objects in every layout under `out` (a folder, not a .npz);
+    `classes` names a class set of ``cmcr_core.data.objects.synthetic.CLASS_SETS``; `pretrain_per_class`
+    and `scans` as ``write_synthetic_object_datasets``."""
     if Path(out).suffix == ".npz":
         raise ValueError(f"--synthetic writes a folder; --out {out} looks like a targets file")
+    if classes not in CLASS_SETS:
+        raise ValueError(f"--classes must be one of {', '.join(CLASS_SETS)}, got {classes!r}")
     try:
         layout = write_synthetic_object_datasets(out, train_per_class, test_per_class, points, seed,
-                                                 image_size=render_size)
+                                                 image_size=render_size, classes=CLASS_SETS[classes],
+                                                 pretrain_per_class=pretrain_per_class, scans=scans)
     except OSError as exc:
         raise ValueError(str(exc)) from exc
     written = ", ".join(f"{k} {v}" for k, v in layout.items())
     return layout, Report((Line(f"wrote synthetic objects: {written}"),))
 
 
-def prepare_object_targets(root: str | Path, out: str | Path, teacher: str | Path | None = None,
-                           text_embeddings: str | Path | None = None, img_dim: int = 32, text_dim: int = 24,
-                           views: int = 1, image_size: int = 224, seed: int = 0,
-                           device: str = "auto") -> Report:
+def prepare_object_targets(root: str | Path, out: str | Path, **options: Any) -> Report:
     """`cmcr prepare objects`: ReCon teacher targets for the ShapeNet-55 objects under `root`, written to
-    `out` (a .npz, or `out/teacher_targets.npz`); the image teacher is the `teacher` file or the
-    `TinyImageTeacher` stand-in, run on `device` (auto: CUDA when available)."""
+    `out` (a .npz, or `out/teacher_targets.npz`); ``cmcr_core.runs.object_teachers.write_teacher_targets``
+    names the options (image teacher, text source, views, sizes, seed, device)."""
     out = Path(out)
-    target_file = out if out.suffix == ".npz" else out / TARGETS_FILE
-    if teacher is not None:
-        try:
-            image_teacher: torch.nn.Module = load_teacher(teacher)
-        except (ValueError, FileNotFoundError, KeyError) as exc:
-            raise ValueError(f"--teacher {teacher}: {exc}") from exc
-        source = str(teacher)
-    else:
-        image_teacher = TinyImageTeacher(out_dim=img_dim, seed=seed)
-        source = f"TinyImageTeacher(out_dim={img_dim}, seed={seed}) stand-in"
-    device = resolve_device(device)
-    image_teacher = image_teacher.to(device)
-    targets = prepare_teacher_targets(root, target_file, image_teacher, text_embeddings, text_dim, views,
-                                      image_size, seed, device=device)
-    info = {
-        "image_teacher": source,
-        "text": str(text_embeddings) if text_embeddings else "class_text_vectors",
-        "objects": len(targets.ids),
-        "img": list(targets.img.shape),
-        "text_shape": list(targets.text.shape),
-    }
-    return Report((Line(f"wrote teacher targets {target_file}: {json.dumps(info)}"),))
+    return write_teacher_targets(root, out if out.suffix == ".npz" else out / TARGETS_FILE, **options)
 
 
 @dataclass(frozen=True)

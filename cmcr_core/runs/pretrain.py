@@ -138,6 +138,9 @@ def run_pretraining(
                             too_small=too_small)
         method = build_method(recipe)
         method.student = distributed.convert_sync_batchnorm(method.student, run.context)
+        # On the device before its generators are handed over: moving a method re-creates its generators
+        # there (new objects), and the checkpoint must hold the states of the ones that draw.
+        method.to(run.device)
         settings = train_settings(recipe, loader.steps_per_epoch, run.device)
         run.write(recipe_file(recipe))
         result = run.train(

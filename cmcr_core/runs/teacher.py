@@ -145,11 +145,12 @@ def evaluate_frames(
     for batch in _batches_of(frames):
         batch = batch.to(device)
         features = encoder(SemanticTeacherTraining.to_unit_range(batch.images))
-        size, targets = tuple(batch.images.shape[-2:]), batch.targets.cpu()
-        accumulate_confusion(confusion, upsample_to(classifier(features), size).cpu(), targets)
+        # Counted where the logits are: only the (K, K) counts travel, not (B, K, H, W) full-size logits.
+        size, targets = tuple(batch.images.shape[-2:]), batch.targets
+        accumulate_confusion(confusion, upsample_to(classifier(features), size), targets)
         if prototypes is not None:
             cosines = upsample_to(_prototype_cosines(features, prototypes), size)
-            accumulate_confusion(proto_confusion, cosines.cpu(), targets)
+            accumulate_confusion(proto_confusion, cosines, targets)
     scores = pixel_scores(confusion, EVALUATED_CLASS_NAMES)
     if prototypes is not None:
         proto = pixel_scores(proto_confusion, EVALUATED_CLASS_NAMES)

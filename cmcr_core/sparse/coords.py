@@ -31,10 +31,11 @@ def check_coordinate_range(coords: Tensor, margin: int = 0, name: str = "coords"
         raise ValueError(f"{name}: expected an integer tensor, got {coords.dtype}")
     if coords.shape[0] == 0:
         return 0, 0
-    batch_min, batch_max = (int(v) for v in torch.aminmax(coords[:, 0]))
+    # One host round trip for the four bounds (a CUDA synchronisation each if read one by one).
+    batch_min, batch_max, low, high = torch.stack(
+        [*torch.aminmax(coords[:, 0]), *torch.aminmax(coords[:, 1:])]).tolist()
     if batch_min < 0 or batch_max >= MAX_BATCH:
         raise ValueError(f"{name}: batch index must lie in [0, {MAX_BATCH}), got [{batch_min}, {batch_max}]")
-    low, high = (int(v) for v in torch.aminmax(coords[:, 1:]))
     check_query_range(low, high, margin, name)
     return low, high
 

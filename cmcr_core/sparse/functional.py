@@ -14,12 +14,20 @@ the output, so it never goes through a gather or a scatter.  The other offsets r
   reused workspace, one GEMM, scatter the piece (a last piece under 32 rows: an exact `torch.mm`).
   Workspaces stay in cache and are never reallocated (fresh multi-MB buffers cost page faults on every
   call), as in MinkowskiEngine's CPU kernels.
-* otherwise (`torch.mm`: CUDA, float64): in chunks of consecutive offsets with at most `chunk_elements`
-  gathered values: one `index_select`, one `torch.mm(out=...)` per offset into a second workspace, one
-  `index_add_` per chunk.  On CUDA one chunk holds the whole map (one gather and one scatter per layer).
+* otherwise (`torch.mm`: CUDA, float64, bfloat16): in chunks of consecutive offsets with at most
+  `chunk_elements` gathered values: one `index_select`, one `torch.mm(out=...)` per offset into a second
+  workspace, one `index_add_` per chunk.  On CUDA one chunk holds the whole map (one gather and one scatter
+  per layer; the scatter's atomic additions make float sums run-to-run nondeterministic in the last bits).
 
 Gathered values are never saved for the backward pass (recomputed there), so training memory is the layer
 inputs plus the maps, as in MinkowskiEngine.
+
+Under `torch.autocast` a convolution runs in autocast's dtype (bfloat16 or float16), as `F.conv3d` would:
+`sparse_conv` casts features and weights and switches autocast off inside, because the `torch.mm(out=...)`
+products are not autocast-eligible and `index_add_` needs one dtype on both sides (with autocast left on,
+the identity matmul came out bfloat16 and the other offsets float32, and the scatter failed).  Weight
+gradients flow back to the float32 parameters through the cast.  Neither pass synchronises with the device:
+the pair ranges are Python ints counted when the map was built.
 """
 
 from __future__ import annotations
@@ -40,7 +48,12 @@ _local = threading.local()
 
 
 def _workspace(slot: int, rows: int, cols: int, like: Tensor) -> Tensor:
-    """A reusable (rows, cols) scratch matrix (per thread, device, dtype and slot); contents undefined."""
+    """A (rows, cols) scratch matrix, contents undefined: on CPU reused per thread, dtype and slot (fresh
+    multi-MB buffers page-fault on every call); elsewhere a fresh tensor, because the CUDA caching allocator
+    hands back freed blocks without that cost, and a kept buffer would hold the largest layer's gathered
+    pairs (hundreds of MB for a batch of scans) through the whole run, at the training peak included."""
+    if like.device.type != "cpu":
+        return torch.empty(rows, cols, dtype=like.dtype, device=like.device)
     cache = getattr(_local, "buffers", None)
     if cache is None:
         cache = _local.buffers = {}
@@ -193,9 +206,14 @@ class _SparseConvolution(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         features, weight = ctx.saved_tensors
-        grad_x, grad_w = _backward(features, grad_out.contiguous(), weight, ctx.kmap,
-                                   ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return grad_x, grad_w, None, None
+        args = (features, grad_out.contiguous(), weight, ctx.kmap, ctx.needs_input_grad[0],
+                ctx.needs_input_grad[1])
+        device_type = grad_out.device.type
+        if autocast_dtype(device_type) is None:
+            return *_backward(*args), None, None
+        # backward() called inside an autocast region: the same dtype rules as the forward.
+        with torch.autocast(device_type, enabled=False):
+            return *_backward(*args), None, None
 
 
 def sparse_conv(features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
@@ -206,7 +224,8 @@ def sparse_conv(features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
         weight: (K, C_in, C_out), K = kmap.kernel_volume, MinkowskiEngine offset order.
         kmap: kernel map from a `CoordinateManager`.
     Returns:
-        (n_out, C_out) features on the output set's rows.
+        (n_out, C_out) features on the output set's rows; in autocast's dtype inside an autocast region
+        (float64 features are left alone, as autocast does).
     """
     if features.dim() != 2 or features.shape[0] != kmap.n_in:
         raise ValueError(f"features: expected ({kmap.n_in}, C_in) rows of the input set, got "
@@ -214,9 +233,32 @@ def sparse_conv(features: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     if weight.dim() != 3 or weight.shape[0] != kmap.kernel_volume or weight.shape[1] != features.shape[1]:
         raise ValueError(f"weight: expected ({kmap.kernel_volume}, {features.shape[1]}, C_out), got "
                          f"{tuple(weight.shape)}")
+    if weight.device != features.device or kmap.in_rows.device != features.device:
+        raise ValueError(f"features on {features.device}, weight on {weight.device}, kernel map on "
+                         f"{kmap.in_rows.device}: move the model and the input to one device")
+    inference = not autograd_needed(features, weight)
+    device_type = features.device.type
+    cast = autocast_dtype(device_type) if features.dtype != torch.float64 else None
+    if cast is not None:
+        with torch.autocast(device_type, enabled=False):
+            return _SparseConvolution.apply(features.to(cast), weight.to(cast), kmap, inference)
     if weight.dtype != features.dtype:
         raise ValueError(f"weight dtype {weight.dtype} differs from features dtype {features.dtype}")
-    return _SparseConvolution.apply(features, weight, kmap, not autograd_needed(features, weight))
+    return _SparseConvolution.apply(features, weight, kmap, inference)
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs matmuls in on `device_type` ("cuda", "cpu", ...), or None outside autocast."""
+    if hasattr(torch, "get_autocast_dtype"):
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    # torch < 2.4: per-device functions
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return None
 
 
 def autograd_needed(*tensors: Tensor | None) -> bool:

@@ -49,12 +49,16 @@ def set_cpu_gemm(backend: str) -> None:
 
 
 def linear(a: Tensor, b: Tensor) -> Tensor:
-    """a (m, k) @ b (k, n) through oneDNN (any strides; allocates the result)."""
+    """a (m, k) @ b (k, n) through oneDNN (any strides; allocates the result).  CPU only: callers decide
+    with `use_onednn`, which is False for every other device."""
+    if a.device.type != "cpu":
+        raise ValueError(f"gemm.linear is oneDNN's CPU matmul, got a tensor on {a.device}; use torch.mm")
     return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
 
 
 def linear_t(a: Tensor, b_t: Tensor) -> Tensor:
-    """a (m, k) @ b_t.T for b_t (n, k): `linear` without the transpose (hot loop)."""
+    """a (m, k) @ b_t.T for b_t (n, k): `linear` without the transpose or the device check (hot loop; only
+    reached after `use_onednn`)."""
     return torch.ops.mkldnn._linear_pointwise.default(a, b_t, None, "none", [], "")
 
 

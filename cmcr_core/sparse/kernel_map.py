@@ -112,10 +112,11 @@ class KernelMap:
         )
 
 
-def _groups(kernel_index: Tensor, counts: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Non-empty groups (kernel indices, boundaries) from per-kernel-index pair counts."""
+def _groups(kernel_index: Sequence[int], counts: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Non-empty groups (kernel indices, boundaries) from per-kernel-index pair counts (host ints: the one
+    device synchronisation of a map is the `.tolist()` of its counts)."""
     offsets, bounds = [], [0]
-    for k, n in zip(kernel_index.tolist(), counts, strict=True):
+    for k, n in zip(kernel_index, counts, strict=True):
         if n > 0:
             offsets.append(int(k))
             bounds.append(bounds[-1] + int(n))
@@ -159,7 +160,7 @@ def submanifold_map(
     first_in, first_out = v, u
     mirror_in = torch.cat(list(reversed(torch.split(u, counts)))) if flat.numel() else u
     mirror_out = torch.cat(list(reversed(torch.split(v, counts)))) if flat.numel() else v
-    kernel_index = torch.cat([torch.arange(centre), torch.arange(centre + 1, volume)])
+    kernel_index = [*range(centre), *range(centre + 1, volume)]
     offsets, bounds = _groups(kernel_index, counts + counts[::-1])
     return KernelMap(
         kernel_volume=volume,
@@ -202,7 +203,7 @@ def pooling_map(
     volume = kernel_size**3
     order = torch.argsort(k, stable=True)
     counts = torch.bincount(k, minlength=volume).tolist()
-    offsets, bounds = _groups(torch.arange(volume), counts)
+    offsets, bounds = _groups(range(volume), counts)
     return KernelMap(
         kernel_volume=volume,
         n_in=coords.shape[0],
@@ -235,7 +236,7 @@ def query_map(
     pos, hit = _search(in_sorted_keys, queries)
     counts = hit.sum(dim=1).tolist()
     flat = torch.nonzero(hit.reshape(-1)).squeeze(1)
-    offsets, bounds = _groups(torch.arange(volume), counts)
+    offsets, bounds = _groups(range(volume), counts)
     return KernelMap(
         kernel_volume=volume,
         n_in=in_sorted_keys.numel(),

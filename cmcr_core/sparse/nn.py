@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmcr_core.sparse import gemm
-from cmcr_core.sparse.functional import autograd_needed, sparse_conv
+from cmcr_core.sparse.functional import autocast_dtype, autograd_needed, sparse_conv
 from cmcr_core.sparse.tensor import SparseTensor
 
 
@@ -66,9 +66,10 @@ class _SparseConvBase(nn.Module):
     def _pointwise(self, x: SparseTensor) -> SparseTensor:
         features = x.features
         if (not autograd_needed(features, self.kernel, self.bias)
-                and gemm.use_onednn(features, self.in_channels, self.out_channels, inference=True)):
+                and gemm.use_onednn(features, self.in_channels, self.out_channels, inference=True)
+                and autocast_dtype("cpu") is None):
             # Inference on CPU float32: oneDNN's matmul (~2x MKL's rate here, see gemm.py); training keeps
-            # torch.mm, whose backward autograd provides.
+            # torch.mm, whose backward autograd provides (and which autocast casts, like sparse_conv).
             out = gemm.matmul(features, self.kernel, True)
             return x.replace(out if self.bias is None else out.add_(self.bias))
         if self.bias is None:
@@ -76,8 +77,8 @@ class _SparseConvBase(nn.Module):
         return x.replace(torch.addmm(self.bias, features, self.kernel))
 
     def _finish(self, features: Tensor, x: SparseTensor, coordinate_set) -> SparseTensor:
-        if self.bias is not None:
-            features = features + self.bias
+        if self.bias is not None:  # in the features' dtype: bfloat16 under autocast, as addmm would give
+            features = features + self.bias.to(features.dtype)
         return SparseTensor(features, manager=x.manager, coordinate_set=coordinate_set)
 
 
@@ -156,7 +157,7 @@ class SparseBatchNorm(nn.Module):
             shift = -bn.running_mean * scale
             if bn.bias is not None:
                 shift = shift + bn.bias
-            return x.replace(torch.addcmul(shift, x.features, scale))
+            return x.replace(torch.addcmul(shift, x.features, scale).to(x.features.dtype))
         return x.replace(bn(x.features))
 
 

@@ -85,3 +85,26 @@ def test_text_embeddings_with_wrong_rows_fail_clearly(objects_root: Path, tmp_pa
     )
     assert result.exit_code == 2
     assert "bad.npy" in result.output and "3 rows" in result.output and "8 classes" in result.output
+
+
+def test_a_teacher_file_gets_bgr_pixels_in_0_1_and_normalises_them_once(
+    objects_root: Path, tmp_path: Path, runner
+) -> None:
+    from cmcr_core.models.resnet import build_resnet
+    from cmcr_core.models.teacher import load_teacher
+
+    torch.manual_seed(0)
+    torch.save(build_resnet("resnet18").state_dict(), tmp_path / "resnet18.pth")
+    out = tmp_path / "t.npz"
+    args = ["prepare", "objects", "--dataroot", str(objects_root / "ShapeNet55-34"), "--teacher",
+            str(tmp_path / "resnet18.pth"), "--out", str(out), "--image-size", "32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    targets = load_teacher_targets(out)
+    # the ResNet normalises its [0, 1] input itself (ImageNet mean/std): the target is its pooled feature map
+    teacher = load_teacher(tmp_path / "resnet18.pth")
+    obj = read_shapenet55(objects_root / "ShapeNet55-34", "whole").ids[3]
+    image = torch.from_numpy(read_shapenet_image(objects_root / "ShapeNet55-34", obj).copy()).float() / 255
+    expected = teacher(image.permute(2, 0, 1).flip(0)[None]).mean(dim=(2, 3))[0].numpy()
+    assert targets.img.shape == (48, 1, expected.shape[0])
+    np.testing.assert_allclose(targets.img[3, 0], expected, atol=1e-4)

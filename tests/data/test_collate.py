@@ -54,6 +54,10 @@ def test_collate_offsets_match_a_naive_construction():
             assert torch.equal(batch.images[batch.pairing_images[row, 0]], s.images[cam])
             row += 1
     assert batch.batch_n_pairings.tolist() == [40, 25, 3]
+    # The number of batch superpixel ids, counted at collation (the loss then sizes its buffers without
+    # waiting for the GPU): one past the largest id, which the last image's offset reaches.
+    assert batch.num_superpixels == max(int(m.max()) for m in batch.superpixels) + 1
+    assert batch.to("cpu").num_superpixels == batch.num_superpixels
     assert torch.equal(batch.point_to_voxel[50 : 50 + 35], samples[1].point_to_voxel + 30)
     assert (
         batch.extras["queries"].shape == (15, 4)

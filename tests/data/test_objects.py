@@ -240,3 +240,21 @@ def test_teacher_targets_precompute_save_load_and_batches(tmp_path, small_object
         ObjectPointDataset(
             objects, 64, targets=TeacherTargets(objects.ids[:2], loaded.img[:2], loaded.text[:2])
         )
+
+
+def test_cached_fps_orders_give_the_uncached_samples(small_objects) -> None:
+    objects = small_objects[0].objects
+    for sampling, pool in (("fps", None), ("fps_random", 150)):
+        ds = ObjectPointDataset(objects, 100, sampling, normalize=False, fps_pool=pool, seed=3)
+        for epoch in (0, 1):
+            ds.set_epoch(epoch)
+            for index in (0, 5):
+                rng = np.random.default_rng([3, epoch, index])  # the dataset's per-item generator
+                cloud = objects.points[index]
+                expected = cloud[sample_points(cloud, 100, sampling, rng, pool)]
+                np.testing.assert_array_equal(ds[index]["points"], expected.astype(np.float32))
+    st = ObjectPointDataset(objects, 128, augmentation="scale", seed=1)[2]["points"]
+    plain = ObjectPointDataset(objects, 128, augmentation="none", seed=1)[2]["points"]
+    ratio = st / plain
+    assert np.all((ratio > 2 / 3 - 1e-4) & (ratio < 1.5 + 1e-4))
+    assert np.allclose(ratio, ratio[0], atol=1e-4)  # one scale per axis, no translation

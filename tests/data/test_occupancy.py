@@ -71,7 +71,7 @@ def brute_force(queries, points, qb, pb, radius, k):
 
 
 @pytest.mark.parametrize("chunk", [7, 1024])
-def test_neighbour_search_equals_brute_force_per_sample(chunk):
+def test_neighbour_search_equals_brute_force_per_sample(chunk, device):
     rng = np.random.default_rng(chunk)
     # Two samples overlapping in space (they must not see each other), one dense clump (> 32 neighbours),
     # rows of the samples interleaved (no sorted-batch assumption).
@@ -79,8 +79,10 @@ def test_neighbour_search_equals_brute_force_per_sample(chunk):
     pb = rng.integers(0, 2, len(points))
     queries = np.concatenate([rng.uniform(-5, 5, (150, 3)), rng.normal(0, 0.2, (30, 3))]).astype(np.float32)
     qb = rng.integers(0, 2, len(queries))
-    qi, pi = radius_neighbours(torch.from_numpy(queries), torch.from_numpy(points), 1.0, 32,
-                               torch.from_numpy(qb), torch.from_numpy(pb), chunk_size=chunk)
+    on = [torch.from_numpy(a).to(device) for a in (queries, points, qb, pb)]  # the search runs there
+    qi, pi = radius_neighbours(on[0], on[1], 1.0, 32, on[2], on[3], chunk_size=chunk)
+    assert qi.device == pi.device == device
+    qi, pi = qi.cpu(), pi.cpu()
     got = list(zip(qi.tolist(), pi.tolist(), strict=True))
     assert set(got) == brute_force(queries, points, qb, pb, 1.0, 32) and len(got) == len(set(got))
     counts = np.bincount(qi.numpy(), minlength=len(queries))
@@ -92,11 +94,12 @@ def test_neighbour_search_equals_brute_force_per_sample(chunk):
     assert bool((d[1:][same_query] >= d[:-1][same_query]).all())
 
 
-def test_neighbour_search_other_radius_and_edge_cases():
+def test_neighbour_search_other_radius_and_edge_cases(device):
     rng = np.random.default_rng(5)
     points = rng.uniform(-2, 2, (300, 3)).astype(np.float32)
     queries = rng.uniform(-2, 2, (40, 3)).astype(np.float32)
-    qi, pi = radius_neighbours(torch.from_numpy(queries), torch.from_numpy(points), 0.35, 5)
+    qi, pi = radius_neighbours(torch.from_numpy(queries).to(device), torch.from_numpy(points).to(device),
+                               0.35, 5)
     zeros_q, zeros_p = np.zeros(40, int), np.zeros(300, int)
     assert set(zip(qi.tolist(), pi.tolist(), strict=True)) == brute_force(queries, points, zeros_q, zeros_p,
                                                                            0.35, 5)

@@ -28,10 +28,11 @@ SCALE = 1.0 / 255.0
 STEPS = 4
 
 
-def test_recalibration_is_the_plain_average_of_batch_statistics() -> None:
+def test_recalibration_is_the_plain_average_of_batch_statistics(device) -> None:
     generator = torch.Generator().manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=0.3), nn.ReLU(), nn.Linear(4, 2))
-    batches = [torch.randn(8 + i, 3, generator=generator) * (i + 1) for i in range(4)]
+    net = net.to(device)
+    batches = [(torch.randn(8 + i, 3, generator=generator) * (i + 1)).to(device) for i in range(4)]
     net.eval()
     params = {k: v.clone() for k, v in net.named_parameters()}
     used = recalibrate_batch_norm(net, batches, net)

@@ -111,3 +111,42 @@ def test_cleanup_meets_peers_only_on_a_normal_exit(monkeypatch):
         finally:
             distributed.cleanup_distributed()
     assert calls == ["destroy"]
+
+
+@pytest.mark.parametrize(("device", "local_rank", "expected"), [
+    ("cuda", 1, ("nccl", torch.device("cuda", 1))),
+    ("cuda:1", 1, ("nccl", torch.device("cuda", 1))),
+    ("cpu", 1, ("gloo", None)),
+])
+def test_torchrun_ranks_bind_nccl_to_their_gpu(monkeypatch, device, local_rank, expected):
+    """Under torchrun a CUDA rank uses the GPU of its LOCAL_RANK, and NCCL gets it as the group's device_id;
+    gloo gets none (init_process_group and set_device are recorded, nothing is joined)."""
+    import cmcr_core.engine.distributed as distributed
+
+    calls: dict = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: calls.update(kwargs))
+    monkeypatch.setattr(distributed.torch.cuda, "set_device", lambda index: calls.update(set_device=index))
+    ctx = init_distributed(device=device)
+    backend, device_id = expected
+    assert (calls["backend"], calls["device_id"]) == (backend, device_id)
+    assert (calls["rank"], calls["world_size"]) == (1, 2)
+    assert ctx.device == (device_id or torch.device("cpu")) and ctx.backend == backend
+    assert calls.get("set_device") == (local_rank if backend == "nccl" else None)
+
+
+@pytest.mark.parametrize(("device", "match"), [("cuda:0", "LOCAL_RANK"), ("mps", "'cuda'.*'cpu'")])
+def test_torchrun_refuses_another_gpu_index_or_device_type(monkeypatch, device, match):
+    """A GPU index other than LOCAL_RANK (it would silently have run on the CPU before) and a device type
+    without a backend are refused with the reason, before anything is joined."""
+    import cmcr_core.engine.distributed as distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: pytest.fail("joined"))
+    with pytest.raises(ValueError, match=match):
+        init_distributed(device=device)

@@ -53,6 +53,19 @@ def test_open_run_seeds_the_process_or_leaves_it_to_the_caller(tmp_path: Path):
         assert torch.equal(torch.rand(3), expected)
 
 
+def test_a_single_process_on_another_gpu_makes_it_the_current_one(tmp_path: Path, monkeypatch):
+    """train.device=cuda:1 in one process: GPU 1 becomes the current device (where the loader pins memory
+    and the CUDA handles live); a plain `cuda` or the CPU leave the current device alone (recorded, not
+    set: this runs on machines without a GPU)."""
+    current: list = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for device in ("cuda:1", "cpu"):
+        with open_run(tmp_path, device, None) as run:
+            assert run.device == torch.device(device)
+    assert current == [torch.device("cuda", 1)]
+
+
 def test_loader_steps_and_the_too_small_error(tmp_path: Path):
     with open_run(tmp_path, "cpu", 0) as run:
         assert run.loader(Items(), stack, 3, 0, seed=0).steps_per_epoch == 2  # 8 // 3, last batch dropped

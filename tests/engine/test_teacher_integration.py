@@ -1,4 +1,5 @@
-"""A tiny PPKT-shaped method (frozen ResNet-18 teacher + ppkt decoder + PointInfoNCE) through the engine."""
+"""A tiny PPKT-shaped method (frozen ResNet-18 teacher + ppkt decoder + PointInfoNCE) through the engine, on
+the test device (CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmcr_core.engine import Method, TrainSettings, load_checkpoint, train
+from cmcr_core.engine.distributed import single_process_context
 from cmcr_core.losses.point_info_nce import PointInfoNCE
 from cmcr_core.models.image_decoders import build_image_decoder
 from cmcr_core.models.teacher import build_teacher
@@ -32,7 +34,7 @@ class TinyPPKT(Method):
         self.teacher = build_teacher("resnet18")
         self.decoder = build_image_decoder("ppkt", in_channels=512, out_channels=8)
         self.loss = PointInfoNCE(num_matches=16)
-        self.generator = torch.Generator().manual_seed(1)
+        self.seed_generators(1, "generator")  # on the method's device once it moved there
 
     def forward(self, batch: PairBatch) -> dict[str, Tensor]:
         points = F.normalize(self.student.weight, dim=1)
@@ -51,17 +53,21 @@ def _batches(epoch: int, start: int):
         yield PairBatch(torch.rand(2, 3, 32, 64, generator=g), voxels, pairs)
 
 
-def test_ppkt_shaped_method_trains_resumes_and_checkpoints_without_teacher(tmp_path):
+def test_ppkt_shaped_method_trains_resumes_and_checkpoints_without_teacher(tmp_path, device, tolerance):
     settings = TrainSettings(total_steps=4, checkpoint_every=2)
-    straight = train(TinyPPKT(), _batches, tmp_path / "a", settings,
-                     generators={"pairs": TinyPPKT().generator}).records
-    method = TinyPPKT()
-    first = train(method, _batches, tmp_path / "b", settings, generators={"pairs": method.generator},
-                  stop_at=2).records
-    method = TinyPPKT()
-    resumed = train(method, _batches, tmp_path / "b", settings, generators={"pairs": method.generator},
-                    resume=True).records
-    assert [r["nce"] for r in straight] == [r["nce"] for r in first + resumed]
+    context = single_process_context(device)
+
+    def run(out, **kwargs):
+        method = TinyPPKT().to(device)  # before its generators are handed over (moving re-creates them)
+        return method, train(method, _batches, out, settings, generators={"pairs": method.generator},
+                             context=context, **kwargs).records
+
+    _, straight = run(tmp_path / "a")
+    _, first = run(tmp_path / "b", stop_at=2)
+    method, resumed = run(tmp_path / "b", resume=True)
+    assert method.generator.device == device
+    tolerance.same(device, [r["nce"] for r in first + resumed], [r["nce"] for r in straight],
+                   dtype=torch.float32)
     payload = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert set(payload["model"]) == {"student.weight", "decoder.conv.weight", "decoder.conv.bias"}
     assert payload["teacher"]["arch"] == "resnet18" and payload["student"]["weight"].shape == (50, 8)

@@ -1,4 +1,5 @@
-"""Point selection (per-class quota over camera-seen labelled points) and paired feature extraction."""
+"""Point selection (per-class quota over camera-seen labelled points) and paired feature extraction (on the
+test device, CMCR_TEST_DEVICE; the references on the CPU)."""
 
 from __future__ import annotations
 
@@ -108,11 +109,14 @@ def _student_reference(run, source, sel) -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", ["relational", "ppkt"])
-def test_extracted_features_equal_independent_references(runs, val: PreparedDataset, method: str) -> None:
+def test_extracted_features_equal_independent_references(runs, val: PreparedDataset, method: str, device,
+                                                         tolerance) -> None:
     run = load_pretraining_run(runs[method])
     sel = select_points(val, per_class=15, seed=0)
-    student, teacher = extract_features(run, val, sel, teacher_input_size="crop")
-    np.testing.assert_allclose(student, _student_reference(run, val, sel), atol=1e-5)
+    on_device = load_pretraining_run(runs[method], device=device)
+    student, teacher = extract_features(on_device, val, sel, teacher_input_size="crop", device=device)
+    atol = tolerance.on(device, 1e-5, tolerance(torch.float32))
+    np.testing.assert_allclose(student, _student_reference(run, val, sel), atol=atol)
     assert np.allclose(np.linalg.norm(student, axis=1), 1, atol=1e-5)
 
     # Teacher side: the validation view of the pretraining pipeline (whole image resized to the crop size),
@@ -137,4 +141,4 @@ def test_extracted_features_equal_independent_references(runs, val: PreparedData
             for point in sel.point[mine]:
                 _, camera, row, col = view.pairings[order[int(point)]]
                 expected.append(maps[camera, :, row, col].numpy())
-    np.testing.assert_allclose(teacher, np.stack(expected), atol=1e-5)
+    np.testing.assert_allclose(teacher, np.stack(expected), atol=atol)

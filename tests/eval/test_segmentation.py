@@ -1,4 +1,5 @@
-"""Confusion matrix, IoU and mIoU against a naive loop and nuscenes-devkit's ConfusionMatrix."""
+"""Confusion matrix, IoU and mIoU against a naive loop and nuscenes-devkit's ConfusionMatrix (the confusions
+of points held on the test device, CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from nuscenes.eval.lidarseg.utils import ConfusionMatrix
 
 from cmcr_core.data.labels import COARSE_CLASS_NAMES
@@ -31,21 +33,25 @@ def random_scan(rng: np.random.Generator, n: int, classes: list[int]) -> tuple[n
     return gt.astype(np.uint8), pred.astype(np.uint8)
 
 
-def test_confusion_matches_naive_loop_and_accumulates() -> None:
+def on(device, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(a).to(device) for a in arrays)
+
+
+def test_confusion_matches_naive_loop_and_accumulates(device) -> None:
     rng = np.random.default_rng(0)
     acc = ConfusionAccumulator(17)
     total = np.zeros((17, 17), dtype=np.int64)
     for _ in range(3):
         gt, pred = random_scan(rng, 500, list(range(1, 17)))
-        single = confusion_matrix(gt, pred, 17)
+        single = confusion_matrix(*on(device, gt, pred), 17)
         np.testing.assert_array_equal(single, naive_confusion(gt, pred, 17))
-        acc.update(gt, pred)
+        acc.update(*on(device, gt, pred))
         total += single
     np.testing.assert_array_equal(acc.matrix, total)
     assert acc.num_scans == 3
 
 
-def test_metrics_equal_devkit_with_absent_classes() -> None:
+def test_metrics_equal_devkit_with_absent_classes(device) -> None:
     """Classes 5, 9 and 12 never occur in GT or predictions: NaN IoU, excluded, listed as absent."""
     rng = np.random.default_rng(1)
     classes = [c for c in range(1, 17) if c not in (5, 9, 12)]
@@ -54,7 +60,7 @@ def test_metrics_equal_devkit_with_absent_classes() -> None:
     for _ in range(4):
         gt, pred = random_scan(rng, 800, classes)
         devkit.update(gt, pred)
-        acc.update(gt, pred)
+        acc.update(*on(device, gt, pred))
     metrics = compute_metrics(acc.matrix, COARSE_CLASS_NAMES, acc.num_scans, "mini_val")
     np.testing.assert_array_equal(metrics.confusion, devkit.global_cm)
     assert metrics.miou == pytest.approx(devkit.get_mean_iou(), abs=1e-6)
@@ -77,11 +83,11 @@ def test_a_class_predicted_but_absent_from_gt_counts_as_zero() -> None:
     assert metrics.miou == pytest.approx((0.5 + 1.0 + 0.0) / 3)
 
 
-def test_prediction_zero_or_out_of_range_is_refused() -> None:
-    with pytest.raises(ValueError, match="class 0 is never predicted"):
-        confusion_matrix(np.array([1, 2]), np.array([0, 2]), 17)
-    with pytest.raises(ValueError, match="ground truth"):
-        confusion_matrix(np.array([17, 2]), np.array([1, 2]), 17)
+def test_prediction_zero_or_out_of_range_is_refused(device) -> None:
+    with pytest.raises(ValueError, match=r"class 0 is never predicted\), got 0\.\.2"):
+        confusion_matrix(*on(device, np.array([1, 2]), np.array([0, 2])), 17)
+    with pytest.raises(ValueError, match=r"ground truth must lie in 0\.\.16, got 2\.\.17"):
+        confusion_matrix(*on(device, np.array([17, 2]), np.array([1, 2])), 17)
 
 
 def test_seed_summary_mean_and_sample_std() -> None:

@@ -1,4 +1,5 @@
-"""Zero-shot core: prompt ensembling, cosine argmax, prototypes, prompt constants (PROTOCOLS §12)."""
+"""Zero-shot core: prompt ensembling, cosine argmax, prototypes, prompt constants (PROTOCOLS §12); the tensors
+on the test device (CMCR_TEST_DEVICE), the references on the CPU."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_prompt_constants():
         format_prompts(["car"], ["no placeholder"])
 
 
-def test_template_ensembling_matches_manual_loop():
+def test_template_ensembling_matches_manual_loop(device):
     g = torch.Generator().manual_seed(0)
     text = torch.randn(5, 7, 12, generator=g, dtype=torch.float64)
     scales = torch.rand(5, 7, 1, generator=g, dtype=torch.float64) * 10 + 0.1
@@ -75,7 +76,8 @@ def test_template_ensembling_matches_manual_loop():
     for c in range(5):
         mean = sum(text[c, p] / text[c, p].norm() for p in range(7)) / 7
         expected.append(mean / mean.norm())
-    expected = torch.stack(expected)
+    expected = torch.stack(expected).to(device)
+    text, scales = text.to(device), scales.to(device)
     torch.testing.assert_close(text_classifier(text), expected, rtol=1e-12, atol=1e-12)
     # Per-template normalisation makes template scales irrelevant.
     torch.testing.assert_close(text_classifier(text * scales), expected, rtol=1e-12, atol=1e-12)
@@ -83,24 +85,24 @@ def test_template_ensembling_matches_manual_loop():
     torch.testing.assert_close(text_classifier(text[:, 0]), text[:, 0] / text[:, 0].norm(dim=1, keepdim=True))
 
 
-def test_logits_are_cosines():
+def test_logits_are_cosines(device):
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(9, 6, generator=g, dtype=torch.float64)
     text = torch.randn(4, 6, generator=g, dtype=torch.float64)
-    logits = zero_shot_logits(feats, text)
+    logits = zero_shot_logits(feats.to(device), text.to(device)).cpu()
     for i in range(9):
         for c in range(4):
             cos = float(feats[i] @ text[c]) / float(feats[i].norm() * text[c].norm())
             assert float(logits[i, c]) == pytest.approx(cos, rel=1e-12)
 
 
-def test_separated_clusters_give_full_accuracy():
+def test_separated_clusters_give_full_accuracy(device):
     means, labels, feats = _clusters(16, 40, 32, noise=0.05, seed=2)
-    pred = zero_shot_predict(feats, means)
-    assert torch.equal(pred, labels)
+    pred = zero_shot_predict(feats.to(device), means.to(device))
+    assert torch.equal(pred.cpu(), labels)
 
 
-def test_predictions_equal_independent_nearest_class_with_templates():
+def test_predictions_equal_independent_nearest_class_with_templates(device):
     means, labels, feats = _clusters(6, 30, 8, noise=0.6, seed=3)  # overlapping classes
     g = torch.Generator().manual_seed(4)
     templates = means[:, None, :] + 0.2 * torch.randn(6, 5, 8, generator=g, dtype=torch.float64)
@@ -108,17 +110,18 @@ def test_predictions_equal_independent_nearest_class_with_templates():
         [sum(t / np.linalg.norm(t) for t in templates[c].numpy()) for c in range(6)]
     )  # direction of the mean of normalised templates
     expected = _nearest_by_cosine(feats.numpy(), classifier)
-    pred = zero_shot_predict(feats, templates, chunk_size=7)
+    pred = zero_shot_predict(feats.to(device), templates.to(device), chunk_size=7).cpu()
     assert pred.tolist() == expected.tolist()
     assert 0.3 < float((pred == labels).double().mean()) < 1.0  # the case is not trivial
 
 
-def test_prototypes_and_absent_classes():
+def test_prototypes_and_absent_classes(device):
     means, labels, feats = _clusters(5, 20, 10, noise=0.3, seed=5)
     keep = labels != 2  # class 2 absent
     labels_kept = labels.clone()
     labels_kept[~keep] = -1
-    protos = class_prototypes(feats, labels_kept, num_classes=5, ignore_index=-1)
+    protos = class_prototypes(feats.to(device), labels_kept.to(device), num_classes=5, ignore_index=-1)
+    protos = type(protos)(*(t.cpu() for t in protos))
     assert protos.present.tolist() == [True, True, False, True, True]
     assert torch.count_nonzero(protos.embeddings[2]) == 0
     for c in (0, 1, 3, 4):

@@ -1,4 +1,5 @@
-"""CMCR losses against naive formulas: orthogonality, commitment, cross-modal code matching, occupancy."""
+"""CMCR losses against naive formulas: orthogonality, commitment, cross-modal code matching, occupancy; the
+losses compute on the test device (CMCR_TEST_DEVICE), the formulas on the CPU."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ def unit(x):
     return F.normalize(x, dim=1)
 
 
-def test_orthogonality_against_its_sum_form():
+def on(device, *tensors):
+    return tuple(t.to(device) for t in tensors)
+
+
+def test_orthogonality_against_its_sum_form(device):
     g = torch.Generator().manual_seed(0)
     shared, specific = unit(torch.randn(50, 6, generator=g)), torch.randn(50, 6, generator=g) * 4
     g_hat = [row / row.norm() for row in specific]
@@ -26,18 +31,20 @@ def test_orthogonality_against_its_sum_form():
     for i in range(6):
         for j in range(6):
             total += float(sum(shared[v, i] * g_hat[v][j] for v in range(50))) ** 2
-    assert float(orthogonality_loss(shared, specific)) == pytest.approx(math.sqrt(total) / 36, rel=1e-5)
+    assert float(orthogonality_loss(*on(device, shared, specific))) == pytest.approx(math.sqrt(total) / 36,
+                                                                                     rel=1e-5)
     # Feature columns orthogonal over the voxels (disjoint supports) give 0; the loss is not divided by V
     # (it doubles with a duplicated set).
     a, b = torch.zeros(4, 4), torch.zeros(4, 4)
     a[:2] = unit(torch.randn(2, 4, generator=g))
     b[2:] = torch.randn(2, 4, generator=g)
-    assert float(orthogonality_loss(a, b)) == pytest.approx(0.0, abs=1e-7)
-    doubled = orthogonality_loss(torch.cat([shared, shared]), torch.cat([specific, specific]))
-    assert float(doubled) == pytest.approx(2 * float(orthogonality_loss(shared, specific)), rel=1e-5)
+    assert float(orthogonality_loss(*on(device, a, b))) == pytest.approx(0.0, abs=1e-7)
+    doubled = orthogonality_loss(*on(device, torch.cat([shared, shared]), torch.cat([specific, specific])))
+    single = orthogonality_loss(*on(device, shared, specific))
+    assert float(doubled) == pytest.approx(2 * float(single), rel=1e-5)
 
 
-def test_orthogonality_per_voxel_is_the_mean_cross_correlation_and_does_not_grow_with_the_batch():
+def test_orthogonality_per_voxel_is_the_mean_cross_correlation_and_does_not_grow_with_the_batch(device):
     g = torch.Generator().manual_seed(1)
     shared, specific = unit(torch.randn(40, 5, generator=g)), torch.randn(40, 5, generator=g) * 3
     g_hat = [row / row.norm() for row in specific]
@@ -45,20 +52,21 @@ def test_orthogonality_per_voxel_is_the_mean_cross_correlation_and_does_not_grow
     for i in range(5):
         for j in range(5):
             total += (float(sum(shared[v, i] * g_hat[v][j] for v in range(40))) / 40) ** 2
-    per_voxel = float(orthogonality_loss(shared, specific, per_voxel=True))
+    per_voxel = float(orthogonality_loss(*on(device, shared, specific), per_voxel=True))
     assert per_voxel == pytest.approx(math.sqrt(total), rel=1e-5)
-    tripled = orthogonality_loss(torch.cat([shared] * 3), torch.cat([specific] * 3), per_voxel=True)
+    tripled = orthogonality_loss(*on(device, torch.cat([shared] * 3), torch.cat([specific] * 3)),
+                                 per_voxel=True)
     assert float(tripled) == pytest.approx(per_voxel, rel=1e-5)
     # A shared feature equal to the normalised specific one: the correlation matrix is F^T F / V.
-    same = orthogonality_loss(shared, shared * 7, per_voxel=True)
+    same = orthogonality_loss(*on(device, shared, shared * 7), per_voxel=True)
     assert float(same) == pytest.approx(float(torch.linalg.matrix_norm(shared.t() @ shared / 40)), rel=1e-5)
 
 
-def test_commitment_losses_and_their_cross_modal_terms():
+def test_commitment_losses_and_their_cross_modal_terms(device):
     g = torch.Generator().manual_seed(1)
-    p = torch.randn(10, 4, generator=g, requires_grad=True)
-    v = torch.randn(10, 4, generator=g, requires_grad=True)
-    cp, cv = torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g)
+    p = torch.randn(10, 4, generator=g).to(device).requires_grad_(True)
+    v = torch.randn(10, 4, generator=g).to(device).requires_grad_(True)
+    cp, cv = on(device, torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g))
     lp, lv = commitment_losses(p, v, cp, cv, beta=0.25)
 
     def mse(a, b):
@@ -90,19 +98,19 @@ def reference_cmcm(points, pixels, codebook):
     return total / m
 
 
-def test_code_matching_equals_the_reference_loop():
+def test_code_matching_equals_the_reference_loop(device):
     g = torch.Generator().manual_seed(2)
     codebook = unit(torch.randn(30, 8, generator=g))
     points = unit(torch.randn(25, 8, generator=g))
     pixels = unit(points + 0.3 * torch.randn(25, 8, generator=g))
-    loss = code_matching_loss(points, pixels, codebook)
+    loss = code_matching_loss(*on(device, points, pixels, codebook))
     assert float(loss) == pytest.approx(reference_cmcm(points, pixels, codebook), abs=1e-4)
 
 
-def test_code_matching_is_near_log_m_at_temperature_one_and_finite_on_a_codeword():
+def test_code_matching_is_near_log_m_at_temperature_one_and_finite_on_a_codeword(device):
     g = torch.Generator().manual_seed(3)
-    codebook = unit(torch.randn(400, 64, generator=g))
-    points = unit(torch.randn(256, 64, generator=g))
+    codebook = unit(torch.randn(400, 64, generator=g)).to(device)
+    points = unit(torch.randn(256, 64, generator=g)).to(device)
     loss = code_matching_loss(points, points.clone(), codebook)  # perfectly matched pairs
     assert abs(float(loss) - math.log(256)) < 0.05  # METHODS.md §7.8: almost no signal at τ = 1
     sharp = code_matching_loss(points, points.clone(), codebook, temperature=0.05)
@@ -112,12 +120,12 @@ def test_code_matching_is_near_log_m_at_temperature_one_and_finite_on_a_codeword
     assert bool(torch.isfinite(on_code.grad).all())
 
 
-def test_occupancy_losses_against_a_per_pair_loop():
+def test_occupancy_losses_against_a_per_pair_loop(device):
     g = torch.Generator().manual_seed(4)
     outputs = torch.randn(12, 2, generator=g)
     occupancy = torch.tensor([1, 0, 0] * 4, dtype=torch.float32)
     intensity = torch.tensor([0.2, 0.5, -1.0] * 4)
-    occ, inten = occupancy_losses(outputs, occupancy, intensity)
+    occ, inten = occupancy_losses(*on(device, outputs, occupancy, intensity))
     def sigmoid(x):
         return 1 / (1 + math.exp(-x))
 
@@ -128,11 +136,11 @@ def test_occupancy_losses_against_a_per_pair_loop():
     assert float(inten) == pytest.approx(sum(l1) / 8, rel=1e-5)
 
 
-def test_occupancy_losses_without_pairs_are_zero_but_keep_the_graph():
-    outputs = torch.zeros(0, 2, requires_grad=True)
-    occ, inten = occupancy_losses(outputs, torch.zeros(0), torch.zeros(0))
+def test_occupancy_losses_without_pairs_are_zero_but_keep_the_graph(device):
+    outputs = torch.zeros(0, 2, device=device, requires_grad=True)
+    occ, inten = occupancy_losses(outputs, *on(device, torch.zeros(0), torch.zeros(0)))
     assert occ.item() == 0.0 and inten.item() == 0.0 and occ.requires_grad
-    far_only = torch.randn(3, 2, requires_grad=True)
-    _, inten = occupancy_losses(far_only, torch.zeros(3), -torch.ones(3))
+    far_only = torch.randn(3, 2, device=device, requires_grad=True)
+    _, inten = occupancy_losses(far_only, *on(device, torch.zeros(3), -torch.ones(3)))
     inten.backward()
-    assert inten.item() == 0.0 and torch.equal(far_only.grad, torch.zeros(3, 2))
+    assert inten.item() == 0.0 and torch.equal(far_only.grad.cpu(), torch.zeros(3, 2))

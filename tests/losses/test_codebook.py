@@ -1,5 +1,5 @@
 """Unified codebook: EMA update vs a naive loop, nearest-code search vs brute force, init, precision,
-reset."""
+reset; the codebook computes on the test device (CMCR_TEST_DEVICE), the references on the CPU."""
 
 from __future__ import annotations
 
@@ -59,32 +59,33 @@ def test_initialisation_is_seeded_unit_norm_and_float32():
     assert a.embedding.dtype == torch.float32
 
 
-def test_ema_update_matches_a_naive_loop_over_codes_for_several_steps():
+def test_ema_update_matches_a_naive_loop_over_codes_for_several_steps(device):
     g = torch.Generator().manual_seed(0)
-    book = UnifiedCodebook(12, 5, decay=0.9, eps=1e-3, seed=1)
-    weight, count = book.ema_weight.numpy().copy(), book.ema_count.numpy().copy()
+    book = UnifiedCodebook(12, 5, decay=0.9, eps=1e-3, seed=1).to(device)
+    weight, count = book.ema_weight.cpu().numpy().copy(), book.ema_count.cpu().numpy().copy()
     for _ in range(4):
         points = unit(torch.randn(40, 5, generator=g))
         pixels = unit(points + 0.5 * torch.randn(40, 5, generator=g))
-        start = book.embedding.numpy().copy()
-        kp, kv = book.nearest(points), book.nearest(pixels)
+        start = book.embedding.cpu().numpy().copy()
+        kp, kv = book.nearest(points.to(device)), book.nearest(pixels.to(device))
+        assert kp.device == device
         assert kp.tolist() == naive_nearest(points.numpy(), start)
         assert kv.tolist() == naive_nearest(pixels.numpy(), start)
-        book.update(points, pixels, kp, kv)
+        book.update(points.to(device), pixels.to(device), kp, kv)
         expected, weight, count = naive_ema(weight, count, points.numpy(), pixels.numpy(), kp.tolist(),
                                             kv.tolist(), 0.9, 1e-3)
-        np.testing.assert_allclose(book.ema_weight.numpy(), weight, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(book.ema_count.numpy(), count, rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(book.embedding.numpy(), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(book.ema_weight.cpu().numpy(), weight, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(book.ema_count.cpu().numpy(), count, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(book.embedding.cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
     # Codes never chosen keep their direction (no dead-code reset by default).
-    assert torch.allclose(book.embedding.norm(dim=1), torch.ones(12), atol=1e-6)
+    assert torch.allclose(book.embedding.norm(dim=1), torch.ones(12, device=device), atol=1e-6)
 
 
-def test_unused_codes_keep_their_direction_without_reset():
-    book = UnifiedCodebook(10, 4, decay=0.5, seed=0)
+def test_unused_codes_keep_their_direction_without_reset(device):
+    book = UnifiedCodebook(10, 4, decay=0.5, seed=0).to(device)
     before = book.embedding.clone()
     points = before[[2, 2, 2]] * 1.0
-    codes = torch.tensor([2, 2, 2])
+    codes = torch.tensor([2, 2, 2], device=device)
     for _ in range(5):
         book.update(points, points, codes, codes)
     unused = [k for k in range(10) if k != 2]
@@ -92,10 +93,11 @@ def test_unused_codes_keep_their_direction_without_reset():
     assert book.unactivated_count[unused].tolist() == [5.0] * 9 and book.unactivated_count[2] == 0
 
 
-def test_dead_code_reset_replaces_long_unused_codes_by_noisy_active_ones():
-    book = UnifiedCodebook(10, 4, decay=0.5, seed=0, dead_code_reset=True, dead_code_threshold=2)
+def test_dead_code_reset_replaces_long_unused_codes_by_noisy_active_ones(device):
+    book = UnifiedCodebook(10, 4, decay=0.5, seed=0, dead_code_reset=True, dead_code_threshold=2).to(device)
+    assert book.generator.device == book.embedding.device  # the reset draws where the codebook lives
     points = book.embedding[[2, 5]].clone()
-    codes = torch.tensor([2, 5])
+    codes = torch.tensor([2, 5], device=device)
     for _ in range(3):  # after the 3rd step unused codes have count 3 > 2
         book.update(points, points, codes, codes)
     active = book.embedding[[2, 5]]
@@ -107,42 +109,46 @@ def test_dead_code_reset_replaces_long_unused_codes_by_noisy_active_ones():
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
-def test_nearest_search_equals_brute_force_with_any_chunking(chunk):
+def test_nearest_search_equals_brute_force_with_any_chunking(chunk, device):
     g = torch.Generator().manual_seed(chunk)
-    book = UnifiedCodebook(50, 6, seed=2, chunk_size=chunk)
+    book = UnifiedCodebook(50, 6, seed=2, chunk_size=chunk).to(device)
+    codewords = book.embedding.cpu().numpy()
     vectors = torch.randn(93, 6, generator=g) * 3.0  # any norm: argmax x·c = argmin ‖x − c‖² for unit c
-    assert book.nearest(vectors).tolist() == naive_nearest(vectors.numpy(), book.embedding.numpy())
+    assert book.nearest(vectors.to(device)).tolist() == naive_nearest(vectors.numpy(), codewords)
     maps = torch.randn(2, 6, 5, 7, generator=g)
     rows = maps.permute(0, 2, 3, 1).reshape(-1, 6)
-    expected = torch.tensor(naive_nearest(rows.numpy(), book.embedding.numpy())).reshape(2, 5, 7)
-    assert torch.equal(book.nearest_map(maps), expected)
+    expected = torch.tensor(naive_nearest(rows.numpy(), codewords)).reshape(2, 5, 7)
+    assert torch.equal(book.nearest_map(maps.to(device)).cpu(), expected)
 
 
-def test_quantisation_is_a_straight_through_estimator():
-    book = UnifiedCodebook(20, 4, seed=0)
-    x = torch.randn(9, 4, requires_grad=True)
+def test_quantisation_is_a_straight_through_estimator(device):
+    book = UnifiedCodebook(20, 4, seed=0).to(device)
+    x = torch.randn(9, 4, device=device, requires_grad=True)
     q = book.quantize(x)
     assert torch.equal(q, book.embedding[book.nearest(x.detach())])
-    (q * torch.arange(4.0)).sum().backward()
-    assert torch.equal(x.grad, torch.arange(4.0).expand(9, 4))
-    maps = torch.randn(2, 4, 3, 5, requires_grad=True)
+    weights = torch.arange(4.0, device=device)
+    (q * weights).sum().backward()
+    assert torch.equal(x.grad, weights.expand(9, 4))
+    maps = torch.randn(2, 4, 3, 5, device=device, requires_grad=True)
     qm = book.quantize_map(maps)
     assert torch.equal(qm.permute(0, 2, 3, 1), book.embedding[book.nearest_map(maps.detach())])
     qm.sum().backward()
     assert torch.equal(maps.grad, torch.ones_like(maps))
-    y = torch.randn(3, requires_grad=True)
-    straight_through(y, torch.zeros(3)).pow(2).sum().backward()  # gradient evaluated at q = 0
-    assert torch.equal(y.grad, torch.zeros(3))
+    y = torch.randn(3, device=device, requires_grad=True)
+    straight_through(y, torch.zeros(3, device=device)).pow(2).sum().backward()  # gradient evaluated at q = 0
+    assert torch.equal(y.grad, torch.zeros(3, device=device))
 
 
-def test_codebook_math_stays_float32_under_autocast():
-    book, reference = UnifiedCodebook(30, 8, seed=0), UnifiedCodebook(30, 8, seed=0)
+def test_codebook_math_stays_float32_under_autocast(device):
+    book = UnifiedCodebook(30, 8, seed=0).to(device)
+    reference = UnifiedCodebook(30, 8, seed=0).to(device)
     g = torch.Generator().manual_seed(1)
     points, pixels = unit(torch.randn(64, 8, generator=g)), unit(torch.randn(64, 8, generator=g))
+    points, pixels = points.to(device), pixels.to(device)
     expected_p, expected_v = reference.nearest(points), reference.nearest(pixels)
     expected_half = reference.nearest(points.bfloat16().float())
     reference.update(points, pixels, expected_p, expected_v)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         kp, kv = book.nearest(points), book.nearest(pixels)
         assert torch.equal(book.nearest(points.bfloat16()), expected_half)  # bf16 input, fp32 search
         book.update(points, pixels, kp, kv)
@@ -152,10 +158,10 @@ def test_codebook_math_stays_float32_under_autocast():
         assert torch.equal(getattr(book, name), getattr(reference, name)), name
 
 
-def test_usage_metrics_against_their_definition():
-    codes = torch.tensor([0, 0, 1, 3, 3, 3, 3, 7])
+def test_usage_metrics_against_their_definition(device):
+    codes = torch.tensor([0, 0, 1, 3, 3, 3, 3, 7], device=device)
     perplexity, active = codebook_usage(codes, 10)
     p = np.array([2, 1, 4, 1]) / 8
     assert float(perplexity) == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-6)
     assert float(active) == 4
-    assert float(codebook_usage(torch.arange(10), 10)[0]) == pytest.approx(10.0, rel=1e-6)
+    assert float(codebook_usage(torch.arange(10, device=device), 10)[0]) == pytest.approx(10.0, rel=1e-6)

@@ -1,5 +1,5 @@
 """Feature regression (ReCon's image/text targets): every kind against a naive per-element loop, analytic
-values, and the frozen target."""
+values, and the frozen target, computed on the test device."""
 
 from __future__ import annotations
 
@@ -37,21 +37,22 @@ def naive(pred: list[list[float]], target: list[list[float]], kind: str, beta: f
 
 @pytest.mark.parametrize("kind", REGRESSION_KINDS)
 @pytest.mark.parametrize("beta", [1.0, 0.3])
-def test_every_kind_matches_the_naive_loop(kind: str, beta: float) -> None:
+def test_every_kind_matches_the_naive_loop(kind: str, beta: float, device) -> None:
     g = torch.Generator().manual_seed(3)
     pred = torch.randn(7, 5, generator=g, dtype=torch.float64) * 2
     target = torch.randn(7, 5, generator=g, dtype=torch.float64)
-    got = float(feature_regression(pred, target, kind, beta=beta))
+    got = float(feature_regression(pred.to(device), target.to(device), kind, beta=beta))
     assert got == pytest.approx(naive(pred.tolist(), target.tolist(), kind, beta), rel=1e-12, abs=1e-12)
 
 
-def test_analytic_values_and_a_frozen_target() -> None:
-    pred = torch.tensor([[3.0, 4.0]], requires_grad=True)
-    target = torch.tensor([[0.0, 0.0]], requires_grad=True)
+def test_analytic_values_and_a_frozen_target(device) -> None:
+    pred = torch.tensor([[3.0, 4.0]], device=device, requires_grad=True)
+    target = torch.tensor([[0.0, 0.0]], device=device, requires_grad=True)
     assert feature_regression(pred, target, "l1").item() == pytest.approx(3.5)
     assert feature_regression(pred, target, "mse").item() == pytest.approx(12.5)
-    assert feature_regression(pred, torch.tensor([[4.0, -3.0]]), "cosine").item() == pytest.approx(1.0)
+    other = torch.tensor([[4.0, -3.0]], device=device)
+    assert feature_regression(pred, other, "cosine").item() == pytest.approx(1.0)
     feature_regression(pred, target, "l1").backward()
     assert target.grad is None and pred.grad.tolist() == [[0.5, 0.5]]
     with pytest.raises(ValueError, match="differ"):
-        feature_regression(pred, torch.zeros(1, 3))
+        feature_regression(pred, torch.zeros(1, 3, device=device))

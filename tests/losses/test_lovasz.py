@@ -1,4 +1,5 @@
-"""Lovász-softmax against the definition of the Lovász extension (python sets) and analytic values."""
+"""Lovász-softmax against the definition of the Lovász extension (python sets) and analytic values, on the
+test device (CMCR_TEST_DEVICE; the references run on the CPU)."""
 
 from __future__ import annotations
 
@@ -39,19 +40,37 @@ def naive_lovasz_softmax(probabilities: torch.Tensor, labels: torch.Tensor, clas
 
 @pytest.mark.parametrize("classes", ["present", "all"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_set_definition(classes: str, seed: int) -> None:
+def test_matches_set_definition(classes: str, seed: int, device) -> None:
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(40, 5, generator=generator, dtype=torch.float64)
     labels = torch.randint(0, 4, (40,), generator=generator)  # class 4 never present
     probabilities = F.softmax(logits, dim=1)
-    ours = lovasz_softmax(probabilities, labels, classes=classes)
+    ours = lovasz_softmax(probabilities.to(device), labels.to(device), classes=classes)
     assert ours.item() == pytest.approx(naive_lovasz_softmax(probabilities, labels, classes), abs=1e-12)
 
 
-def test_hard_predictions_give_one_minus_iou() -> None:
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_absent_classes_get_no_gradient_with_present(device, dtype, tolerance) -> None:
+    """classes="present" weighs the absent classes' columns by 0: the same value and gradient as the loss
+    over the present columns alone."""
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(30, 6, generator=generator, dtype=torch.float64)
+    labels = torch.tensor([0, 2, 3, 5] * 7 + [2, 3])  # classes 1 and 4 absent
+    probabilities = F.softmax(logits, dim=1).to(device, dtype).requires_grad_(True)
+    lovasz_softmax(probabilities, labels.to(device)).backward()
+    present = torch.tensor([0, 2, 3, 5])
+    reference = F.softmax(logits, dim=1)[:, present].requires_grad_(True)  # float64 CPU, present columns
+    expected = lovasz_softmax(reference, torch.searchsorted(present, labels), classes="all")
+    expected.backward()
+    grad = probabilities.grad.cpu()
+    assert torch.equal(grad[:, [1, 4]], torch.zeros(30, 2, dtype=dtype))
+    tolerance.check(grad[:, present], reference.grad, dtype)
+
+
+def test_hard_predictions_give_one_minus_iou(device) -> None:
     """At 0/1 errors the Lovász extension equals the Jaccard loss itself: mean over classes of 1 − IoU."""
-    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
-    predicted = torch.tensor([0, 1, 0, 1, 2, 2, 2, 0, 2, 1])
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 1], device=device)
+    predicted = torch.tensor([0, 1, 0, 1, 2, 2, 2, 0, 2, 1], device=device)
     loss = lovasz_softmax(F.one_hot(predicted, 3).double(), labels)
     ious = []
     for c in range(3):
@@ -62,20 +81,20 @@ def test_hard_predictions_give_one_minus_iou() -> None:
     assert lovasz_softmax(F.one_hot(labels, 3).double(), labels).item() == 0.0
 
 
-def test_ignore_index_drops_rows_and_gradient_flows() -> None:
+def test_ignore_index_drops_rows_and_gradient_flows(device) -> None:
     generator = torch.Generator().manual_seed(3)
-    logits = torch.randn(30, 4, generator=generator, dtype=torch.float64, requires_grad=True)
-    labels = torch.randint(0, 4, (30,), generator=generator)
+    logits = torch.randn(30, 4, generator=generator, dtype=torch.float64).to(device).requires_grad_(True)
+    labels = torch.randint(0, 4, (30,), generator=generator).to(device)
     keep = labels != 0
     loss = lovasz_softmax(F.softmax(logits, 1), labels, ignore_index=0)
-    expected = naive_lovasz_softmax(F.softmax(logits, 1)[keep].detach(), labels[keep], "present")
+    expected = naive_lovasz_softmax(F.softmax(logits, 1)[keep].detach().cpu(), labels[keep].cpu(), "present")
     assert loss.item() == pytest.approx(expected, abs=1e-12)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[keep].abs().sum() > 0
     assert logits.grad[~keep].abs().sum() == 0
 
 
-def test_empty_input_is_zero_with_graph() -> None:
-    probabilities = torch.rand(0, 3, requires_grad=True)
-    loss = lovasz_softmax(probabilities, torch.zeros(0, dtype=torch.int64))
+def test_empty_input_is_zero_with_graph(device) -> None:
+    probabilities = torch.rand(0, 3, device=device, requires_grad=True)
+    loss = lovasz_softmax(probabilities, torch.zeros(0, dtype=torch.int64, device=device))
     assert loss.item() == 0.0 and loss.requires_grad

@@ -1,4 +1,5 @@
-"""SuperpixelInfoNCE vs a naive per-superpixel loop, kept-superpixel rule (D15) and id offsets (D14)."""
+"""SuperpixelInfoNCE vs a naive per-superpixel loop (on the CPU), kept-superpixel rule (D15) and id offsets
+(D14), computed on the test device."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from cmcr_core.ops.pixels import offset_superpixel_ids
 torch.set_num_threads(1)
 
 
-def _problem(seed=0, num_voxels=40, num_pairs=60, dim=6, images=2, height=6, width=8, segments=5):
+def _problem(seed=0, num_voxels=40, num_pairs=60, dim=6, images=2, height=6, width=8, segments=5,
+             device="cpu"):
     generator = torch.Generator().manual_seed(seed)
     point_features = F.normalize(torch.randn(num_voxels, dim, generator=generator), dim=1)
     image_features = F.normalize(torch.randn(images, dim, height, width, generator=generator), dim=1)
@@ -26,7 +28,8 @@ def _problem(seed=0, num_voxels=40, num_pairs=60, dim=6, images=2, height=6, wid
     pairing_images = torch.stack([torch.randint(0, n, (num_pairs,), generator=generator)
                                   for n in (images, height, width)], dim=1)
     pairing_images[1] = pairing_images[0]
-    return point_features, image_features, superpixels, pairing_points, pairing_images
+    return tuple(t.to(device) for t in (point_features, image_features, superpixels, pairing_points,
+                                        pairing_images))
 
 
 def _naive_pool(point_features, image_features, superpixels, pairing_points, pairing_images):
@@ -58,34 +61,40 @@ def _naive_info_nce(k, q, tau):
     return total / len(k)
 
 
-def test_pooling_matches_naive_loops():
-    inputs = _problem()
+def test_pooling_matches_naive_loops(device):
+    inputs = _problem(device=device)
     k, q, counts = superpixel_pool(*inputs)
-    k_ref, q_ref, kept = _naive_pool(*inputs)
-    assert torch.allclose(k.double(), k_ref, atol=1e-6) and torch.allclose(q.double(), q_ref, atol=1e-6)
+    k_ref, q_ref, kept = _naive_pool(*(t.cpu() for t in inputs))
+    assert k.device == q.device == counts.device == device
+    assert torch.allclose(k.cpu().double(), k_ref, atol=1e-6)
+    assert torch.allclose(q.cpu().double(), q_ref, atol=1e-6)
     assert counts.sum().item() == inputs[3].shape[0]
     # Pooled vectors are means of unit vectors, not re-normalised: strictly shorter here.
     assert (k.norm(dim=1) < 1 - 1e-4).any() and (q.norm(dim=1) < 1 - 1e-4).all()
 
 
-def test_loss_matches_naive_reference():
-    inputs = _problem(seed=1)
+def test_loss_matches_naive_reference(device, tolerance):
+    inputs = _problem(seed=1, device=device)
     loss = SuperpixelInfoNCE(temperature=0.07)(*inputs)
-    k_ref, q_ref, _ = _naive_pool(*inputs)
-    assert loss.item() == pytest.approx(_naive_info_nce(k_ref, q_ref, 0.07), rel=1e-5)
+    k_ref, q_ref, _ = _naive_pool(*(t.cpu() for t in inputs))
+    assert loss.item() == pytest.approx(_naive_info_nce(k_ref, q_ref, 0.07), rel=tolerance.on(device, 1e-5))
+    # The count collate hands over (no wait for the device) gives the same loss as counting here.
+    counted = SuperpixelInfoNCE(temperature=0.07)(*inputs, num_superpixels=int(inputs[2].max()) + 1)
+    assert torch.equal(counted, loss)
 
 
-def test_superpixels_without_points_are_dropped_and_zero_first_component_kept():
-    point_features = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+def test_superpixels_without_points_are_dropped_and_zero_first_component_kept(device):
+    point_features = torch.tensor([[0.0, 1.0], [1.0, 0.0]], device=device)
     image_features = F.normalize(torch.randn(1, 2, 2, 3, generator=torch.Generator().manual_seed(0)), dim=1)
-    superpixels = torch.tensor([[[0, 0, 1], [2, 2, 1]]])  # id 1 gets no pair
-    pairing_points = torch.tensor([0, 1, 0])
-    pairing_images = torch.tensor([[0, 0, 0], [0, 1, 0], [0, 0, 1]])  # ids 0, 2, 0
+    image_features = image_features.to(device)
+    superpixels = torch.tensor([[[0, 0, 1], [2, 2, 1]]], device=device)  # id 1 gets no pair
+    pairing_points = torch.tensor([0, 1, 0], device=device)
+    pairing_images = torch.tensor([[0, 0, 0], [0, 1, 0], [0, 0, 1]], device=device)  # ids 0, 2, 0
     k, q, counts = superpixel_pool(
         point_features, image_features, superpixels, pairing_points, pairing_images
     )
     # Superpixel 0 pools (0, 1): its first component is exactly 0, yet it is kept (count > 0, D15).
-    assert torch.equal(k, torch.tensor([[0.0, 1.0], [1.0, 0.0]])) and counts.tolist() == [2.0, 1.0]
+    assert torch.equal(k.cpu(), torch.tensor([[0.0, 1.0], [1.0, 0.0]])) and counts.tolist() == [2.0, 1.0]
     assert torch.allclose(q[1], image_features[0, :, 1, :2].mean(dim=1))
 
 
@@ -103,8 +112,8 @@ def test_offsets_use_each_images_actual_maximum():
     assert all(a.isdisjoint(b) for n, a in enumerate(per_image) for b in per_image[n + 1:])
 
 
-def test_gradients_reach_both_modalities():
-    point_features, image_features, *rest = _problem(seed=2)
+def test_gradients_reach_both_modalities(device):
+    point_features, image_features, *rest = _problem(seed=2, device=device)
     point_features.requires_grad_(True)
     image_features.requires_grad_(True)
     SuperpixelInfoNCE()(point_features, image_features, *rest, num_superpixels=10).backward()

@@ -2,6 +2,7 @@
 SLidR, CMCR and relational, each from a random ResNet, a torchvision file, a MoCo file, the semantic
 teacher's file, a CLIP and a DINOv2 directory, build from their shipped recipe and take one training step
 on a batch of the prepared synthetic world. PPKT also pretrains through `run_pretraining` from a tiny CLIP.
+Both compute on the test device (CMCR_TEST_DEVICE).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def teacher_sets(kind: str, method: str, files: dict[str, tuple[str, Path]], req
 @pytest.mark.parametrize("kind", TEACHERS)
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_takes_a_step_with_every_teacher_kind(method: str, kind: str, prepared_world: Path,
-                                                           teacher_files, request) -> None:
+                                                           teacher_files, request, device) -> None:
     sets = [f"data.path={prepared_world}", *TINY, *teacher_sets(kind, method, teacher_files, request)]
     recipe = load_recipe(RECIPES / f"{method}_synthetic.yaml", sets)
     torch.manual_seed(0)
@@ -75,19 +76,20 @@ def test_every_method_takes_a_step_with_every_teacher_kind(method: str, kind: st
                                        recipe.teacher.arch)
     dataset = PretrainDataset(PreparedDataset(prepared_world, "mini_train"), pipeline_settings(recipe),
                               seed=0, extras_hook=extras_hook(recipe))
-    built.train()
-    out = built(collate([dataset[0]]))
+    built.train().to(device)
+    out = built(collate([dataset[0]]).to(device))
     losses = out[0] if isinstance(out, tuple) else out
     total = sum(losses.values())
-    assert losses and bool(torch.isfinite(total))
+    assert losses and bool(torch.isfinite(total)) and total.device == device
     total.backward()
     assert any(p.grad is not None for p in built.student.parameters())
     assert not any(p.requires_grad for p in built.teacher.parameters())
 
 
-def test_ppkt_pretrains_from_a_tiny_clip(prepared_world: Path, clip_dir: Path, tmp_path: Path) -> None:
+def test_ppkt_pretrains_from_a_tiny_clip(prepared_world: Path, clip_dir: Path, tmp_path: Path,
+                                         device) -> None:
     sets = [f"data.path={prepared_world}", *TINY, "teacher.arch=hf_clip", f"teacher.weights={clip_dir}",
-            "train.max_steps=3", "train.checkpoint_every=0", "train.log_every=1"]
+            "train.max_steps=3", "train.checkpoint_every=0", "train.log_every=1", f"train.device={device}"]
     recipe = load_recipe(RECIPES / "ppkt_synthetic.yaml", sets)
     run = run_pretraining(recipe, tmp_path / "ppkt_clip")
     assert run.result.position.step == 3

@@ -1,4 +1,5 @@
-"""The relational / similarity / contrastive pretraining methods: pair features, losses, builder, rebuild."""
+"""The relational / similarity / contrastive pretraining methods: pair features, losses, builder, rebuild (the
+forwards on the test device, CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def batch_and_recipe(prepared_world: Path):
     return collate([dataset[0]]), recipe
 
 
-def test_bilinear_pixel_features_equal_full_upsampling_with_align_corners() -> None:
+def test_bilinear_pixel_features_equal_full_upsampling_with_align_corners(device) -> None:
     g = torch.Generator().manual_seed(0)
     maps = torch.randn(3, 5, 4, 7, generator=g, dtype=torch.float64)
     height, width = 29, 52
@@ -42,23 +43,27 @@ def test_bilinear_pixel_features_equal_full_upsampling_with_align_corners() -> N
     pairs[:4] = torch.tensor([[0, 0, 0], [1, height - 1, width - 1], [2, 0, width - 1], [0, height - 1, 0]])
     dense = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=True)
     expected = dense[pairs[:, 0], :, pairs[:, 1], pairs[:, 2]]
-    torch.testing.assert_close(bilinear_pixel_features(maps, pairs, (height, width)), expected)
+    actual = bilinear_pixel_features(maps.to(device), pairs.to(device), (height, width))
+    assert actual.device == device
+    torch.testing.assert_close(actual.cpu(), expected)
 
 
 @pytest.mark.parametrize("loss", ["relational", "similarity", "contrastive"])
-def test_forward_equals_the_losses_on_dense_oracle_pairs(batch_and_recipe, loss: str) -> None:
+def test_forward_equals_the_losses_on_dense_oracle_pairs(batch_and_recipe, loss: str, device,
+                                                         tolerance) -> None:
     batch, recipe = batch_and_recipe
+    batch = batch.to(device)
     weights = {"relational": 0.0, "similarity": 0.0, "contrastive": 0.0, loss: 2.0}
     recipe = replace(recipe, method=loss, loss=replace(recipe.loss, **weights))
     torch.manual_seed(0)
-    method = build_method(recipe)
+    method = build_method(recipe).to(device)
     assert isinstance(method, FeatureSpaceDistillation)
     losses, metrics = method(batch)
-    assert set(losses) == {loss}
+    assert set(losses) == {loss} and losses[loss].device == device
 
     # Oracle: the same pairs (same seeded draw), the teacher map upsampled to the whole crop and indexed.
-    chosen = sample_pairs(len(batch.pairing_points), recipe.loss.num_matches, "cpu",
-                          torch.Generator().manual_seed(recipe.train.seed))
+    chosen = sample_pairs(len(batch.pairing_points), recipe.loss.num_matches, device,
+                          torch.Generator(device=device).manual_seed(recipe.train.seed))
     with torch.no_grad():
         maps = method.teacher(batch.images.float() / 255)
         full = F.interpolate(maps, size=batch.images.shape[-2:], mode="bilinear", align_corners=True)
@@ -68,12 +73,13 @@ def test_forward_equals_the_losses_on_dense_oracle_pairs(batch_and_recipe, loss:
     expected = {"relational": lambda: relational_loss(k, q)["loss"],
                 "similarity": lambda: similarity_loss(k, q),
                 "contrastive": lambda: contrastive_distill_loss(k, q, 0.07)}[loss]()
-    torch.testing.assert_close(losses[loss].detach(), 2.0 * expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(metrics["pair_cosine"], (k * q).sum(1).mean(), atol=1e-5, rtol=1e-5)
+    close = {"atol": 1e-5, "rtol": tolerance.on(device, 1e-5)}
+    torch.testing.assert_close(losses[loss].detach(), 2.0 * expected, **close)
+    torch.testing.assert_close(metrics["pair_cosine"], (k * q).sum(1).mean(), **close)
     if loss == "relational":
         parts = relational_loss(k, q)
         for name in ("l_cross_diag", "l_cross_offdiag", "l_intra"):
-            torch.testing.assert_close(metrics[name], parts[name], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(metrics[name], parts[name], **close)
     # Only the student learns: gradients reach it, the teacher has none.
     losses[loss].backward()
     assert all(p.grad is not None for p in method.student.parameters() if p.requires_grad)
@@ -81,12 +87,13 @@ def test_forward_equals_the_losses_on_dense_oracle_pairs(batch_and_recipe, loss:
 
 
 @pytest.mark.parametrize("loss", ["relational", "similarity", "contrastive"])
-def test_each_loss_falls_when_optimised_on_a_fixed_batch(batch_and_recipe, loss: str) -> None:
+def test_each_loss_falls_when_optimised_on_a_fixed_batch(batch_and_recipe, loss: str, device) -> None:
     batch, recipe = batch_and_recipe
+    batch = batch.to(device)
     weights = {"relational": 0.0, "similarity": 0.0, "contrastive": 0.0, loss: 1.0}
     recipe = replace(recipe, method=loss, loss=replace(recipe.loss, **weights))
     torch.manual_seed(0)
-    method = build_method(recipe).train()
+    method = build_method(recipe).train().to(device)
     optimizer = torch.optim.Adam(method.student.parameters(), lr=1e-2)
     values = []
     for _ in range(5):

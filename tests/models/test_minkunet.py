@@ -1,7 +1,10 @@
 """MinkUNet34C: parameter counts (METHODS §3.4), MinkowskiEngine keys (ENGINE §4.3), a dense-grid reference
-forward, gradients, determinism and tiny configurations."""
+forward, gradients, determinism and tiny configurations; forwards and backwards run on the test device
+(CMCR_TEST_DEVICE), the dense reference on the CPU."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -157,7 +160,7 @@ def _dense_reference(model: MinkUNet34C, feats: torch.Tensor, coords: torch.Tens
     return head[idx[:, 0], :, idx[:, 1], idx[:, 2], idx[:, 3]]
 
 
-def test_forward_matches_dense_reference() -> None:
+def test_forward_matches_dense_reference(device) -> None:
     torch.manual_seed(0)
     model = MinkUNet34C(1, 3, **TINY).double().eval()
     g = torch.Generator().manual_seed(5)
@@ -167,32 +170,33 @@ def test_forward_matches_dense_reference() -> None:
         b.bn.weight.data = torch.rand(b.bn.num_features, generator=g, dtype=torch.float64) + 0.5
     feats, coords = _input(1, size=32, density=0.04, dtype=torch.float64)
     with torch.no_grad():
-        y = model(SparseTensor(feats, coords))
+        y = copy.deepcopy(model).to(device)(SparseTensor(feats.to(device), coords.to(device)))
         expected = _dense_reference(model, feats, coords, 32)
-    assert y.coords.tolist() == coords.tolist()  # output rows = input rows
-    torch.testing.assert_close(y.features, expected, rtol=1e-10, atol=1e-10)
+    assert y.features.device == device and y.coords.tolist() == coords.tolist()  # output rows = input rows
+    torch.testing.assert_close(y.features.cpu(), expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("config", [TINY, {"planes": (8,) * 8, "layers": (1,) * 8, "init_dim": 8},
                                     {"planes": (2, 4, 4, 4, 4, 4, 2, 3), "layers": (2, 1, 1, 2, 1, 1, 1, 3)}])
-def test_tiny_configs_train_step(config: dict) -> None:
+def test_tiny_configs_train_step(config: dict, device) -> None:
     torch.manual_seed(0)
-    model = MinkUNet34C(2, 5, **config).train()
+    model = MinkUNet34C(2, 5, **config).train().to(device)
     feats, coords = _input(2)
     feats = torch.cat([feats, feats.square()], 1)
-    trunk_out = model.forward_features(SparseTensor(feats, coords))
+    trunk_out = model.forward_features(SparseTensor(feats.to(device), coords.to(device)))
     assert trunk_out.features.shape == (len(coords), config["planes"][7])
     out = model.final(trunk_out)
     assert out.features.shape == (len(coords), 5) and bool(torch.isfinite(out.features).all())
-    (out.features * torch.linspace(-1, 1, 5)).sum().backward()
+    (out.features * torch.linspace(-1, 1, 5, device=device)).sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
         assert float(p.grad.abs().sum()) > 0, name
 
 
-def test_reference_size_gradients_and_determinism(reference_model: MinkUNet34C) -> None:
-    model = reference_model.train()
+def test_reference_size_gradients_and_determinism(reference_model: MinkUNet34C, device, tolerance) -> None:
+    model = copy.deepcopy(reference_model).train().to(device)
     feats, coords = _input(3, size=48, density=0.01)  # spread out: several voxels at stride 16
+    feats, coords = feats.to(device), coords.to(device)
     out = model(SparseTensor(feats, coords)).features
     assert bool(torch.isfinite(out).all())
     out.square().mean().backward()
@@ -204,10 +208,10 @@ def test_reference_size_gradients_and_determinism(reference_model: MinkUNet34C) 
     with torch.no_grad():
         a = model(SparseTensor(feats, coords)).features
         b = model(SparseTensor(feats, coords)).features
-    assert torch.equal(a, b)
+    tolerance.same(device, b, a, dtype=torch.float32)  # bit-identical on the CPU (no atomic adds)
 
 
-def test_seeded_init_is_reproducible_and_normalized_head() -> None:
+def test_seeded_init_is_reproducible_and_normalized_head(device) -> None:
     a = MinkUNet34C(1, 4, normalize_output=True, **TINY)
     b = MinkUNet34C(1, 4, normalize_output=True, **TINY)
     a.init_weights(torch.Generator().manual_seed(7))
@@ -215,8 +219,8 @@ def test_seeded_init_is_reproducible_and_normalized_head() -> None:
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
     feats, coords = _input(4)
-    out = a.eval()(SparseTensor(feats, coords)).features
-    torch.testing.assert_close(out.norm(dim=1), torch.ones(len(coords)))
+    out = a.eval().to(device)(SparseTensor(feats.to(device), coords.to(device))).features
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(len(coords), device=device))
 
 
 def test_bad_configuration_and_input_are_rejected() -> None:

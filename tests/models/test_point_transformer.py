@@ -1,4 +1,5 @@
-"""ReCon model: shapes, stop-gradient, gradient coverage, block semantics, sizes, checkpoint hand-off."""
+"""ReCon model: shapes, stop-gradient, gradient coverage, block semantics, sizes, checkpoint hand-off (the
+forward/backward tests on the test device, CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ CI = RECON_PRESETS["ci"]
 IMG_DIM, TEXT_DIM = 12, 10
 
 
-def make_batch(seed: int = 0, b: int = 6, n: int = 128) -> ObjectBatch:
+def make_batch(seed: int = 0, b: int = 6, n: int = 128, device="cpu") -> ObjectBatch:
     gen = torch.Generator().manual_seed(seed)
     return ObjectBatch(
         torch.rand(b, n, 3, generator=gen) * 2 - 1,
@@ -27,14 +28,14 @@ def make_batch(seed: int = 0, b: int = 6, n: int = 128) -> ObjectBatch:
         [f"o{i}" for i in range(b)],
         torch.rand(b, IMG_DIM, generator=gen) * 2 - 1,
         torch.randn(b, TEXT_DIM, generator=gen),
-    )
+    ).to(device)
 
 
-def make_method(seed: int = 0, **overrides) -> ReConMethod:
+def make_method(seed: int = 0, device="cpu", **overrides) -> ReConMethod:
     torch.manual_seed(seed)
     kwargs = dict(CI, img_dim=IMG_DIM, text_dim=TEXT_DIM, drop_path_rate=0.0)
     kwargs.update(overrides)
-    return ReConMethod(**kwargs)
+    return ReConMethod(**kwargs).to(device)
 
 
 def is_patch_stream(name: str) -> bool:
@@ -51,9 +52,9 @@ def is_query_stream(name: str) -> bool:
     )
 
 
-def test_shapes_contract() -> None:
-    method = make_method()
-    batch = make_batch()
+def test_shapes_contract(device) -> None:
+    method = make_method(device=device)
+    batch = make_batch(device=device)
     neigh, centres = method.encoder.group(batch.points)
     assert neigh.shape == (6, 8, 16, 3) and centres.shape == (6, 8, 3)
     mask = method.make_mask(centres)
@@ -66,9 +67,9 @@ def test_shapes_contract() -> None:
 
 
 @pytest.mark.parametrize("stop_grad", [True, False])
-def test_query_losses_give_exactly_zero_gradient_to_patch_stream(stop_grad: bool) -> None:
-    method = make_method(stop_grad=stop_grad)
-    losses = method(make_batch())
+def test_query_losses_give_exactly_zero_gradient_to_patch_stream(stop_grad: bool, device) -> None:
+    method = make_method(stop_grad=stop_grad, device=device)
+    losses = method(make_batch(device=device))
     (losses["img"] + losses["text"]).backward()
     grads = {n: p.grad for n, p in method.named_parameters()}
     patch = [n for n in grads if is_patch_stream(n)]
@@ -90,9 +91,9 @@ def test_query_losses_give_exactly_zero_gradient_to_patch_stream(stop_grad: bool
     assert grads["encoder.cls_token"] is None or torch.count_nonzero(grads["encoder.cls_token"]) == 0
 
 
-def test_every_parameter_gets_a_gradient_and_no_nan() -> None:
-    method = make_method(w_smc=1.0)
-    losses = method(make_batch())
+def test_every_parameter_gets_a_gradient_and_no_nan(device) -> None:
+    method = make_method(w_smc=1.0, device=device)
+    losses = method(make_batch(device=device))
     assert set(losses) == {"rec", "img", "text", "smc"}
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -101,10 +102,10 @@ def test_every_parameter_gets_a_gradient_and_no_nan() -> None:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_cls_gets_no_gradient_when_smc_is_off() -> None:
-    method = make_method()
+def test_cls_gets_no_gradient_when_smc_is_off(device) -> None:
+    method = make_method(device=device)
     assert method.cls_proj is None
-    sum(method(make_batch()).values()).backward()
+    sum(method(make_batch(device=device)).values()).backward()
     for name, p in method.named_parameters():
         if name in ("encoder.cls_token", "encoder.cls_pos"):
             assert p.grad is None or torch.count_nonzero(p.grad) == 0

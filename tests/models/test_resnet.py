@@ -1,4 +1,5 @@
-"""ResNet encoders: torchvision parameter counts and names, dilation layout, functional reference forward."""
+"""ResNet encoders: torchvision parameter counts and names, dilation layout, functional reference forward
+(the encoder on the test device, CMCR_TEST_DEVICE; the reference on the CPU)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def _reference_forward(state, images, bottleneck):
 
 
 @pytest.mark.parametrize("arch, bottleneck", [("resnet18", False), ("resnet50", True)])
-def test_forward_matches_functional_reference(arch, bottleneck):
+def test_forward_matches_functional_reference(arch, bottleneck, device):
     torch.manual_seed(0)
     model = build_resnet(arch).eval()
     with torch.no_grad():  # non-trivial BN statistics so every BN is exercised
@@ -102,10 +103,10 @@ def test_forward_matches_functional_reference(arch, bottleneck):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.1, 0.1)
         images = torch.rand(2, 3, 40, 56)
-        out = model(images)
         reference = _reference_forward(model.state_dict(), images, bottleneck)
-    assert out.shape == reference.shape == (2, model.out_channels, 2, 2)
-    assert torch.allclose(out, reference, rtol=1e-4, atol=1e-4)
+        out = model.to(device)(images.to(device))
+    assert out.device == device and out.shape == reference.shape == (2, model.out_channels, 2, 2)
+    assert torch.allclose(out.cpu(), reference, rtol=1e-4, atol=1e-4)
 
 
 def test_normalisation_constants_and_input_check():
@@ -118,9 +119,9 @@ def test_normalisation_constants_and_input_check():
         model(torch.rand(1, 4, 8, 8))
 
 
-def test_every_parameter_gets_a_gradient():
-    model = resnet18(replace_stride_with_dilation=(False, True, True)).train()
-    model(torch.rand(2, 3, 32, 32)).pow(2).mean().backward()
+def test_every_parameter_gets_a_gradient(device):
+    model = resnet18(replace_stride_with_dilation=(False, True, True)).train().to(device)
+    model(torch.rand(2, 3, 32, 32, device=device)).pow(2).mean().backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, name

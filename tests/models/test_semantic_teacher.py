@@ -1,4 +1,5 @@
-"""The compact semantic network: shapes, gradients, size, à-trous dilation and arch registration."""
+"""The compact semantic network: shapes, gradients, size, à-trous dilation and arch registration; forwards
+and backwards on the test device (CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from cmcr_core.models.semantic_teacher import CompactSemanticNet
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 96), (45, 83)])
-def test_forward_shape_backward_and_size(height: int, width: int):
+def test_forward_shape_backward_and_size(height: int, width: int, device):
     torch.manual_seed(0)
-    net = CompactSemanticNet(widths=(8, 16, 24, 32))
-    images = torch.rand(2, 3, height, width)
+    net = CompactSemanticNet(widths=(8, 16, 24, 32)).to(device)
+    images = torch.rand(2, 3, height, width, device=device)
     out = net(images)
     assert out.shape == (2, 32, -(-height // 8), -(-width // 8))  # ceil: padding keeps partial cells
     assert net.out_channels == 32 and net.output_stride == 8
@@ -30,19 +31,19 @@ def test_forward_shape_backward_and_size(height: int, width: int):
     assert not any("input_mean" in key for key in default.state_dict())  # normalisation is not a weight
 
 
-def test_imagenet_normalisation_is_inside():
+def test_imagenet_normalisation_is_inside(device):
     torch.manual_seed(0)
-    net = CompactSemanticNet(widths=(8, 8, 8, 8)).eval()
-    raw = CompactSemanticNet(widths=(8, 8, 8, 8), normalize_input=False).eval()
+    net = CompactSemanticNet(widths=(8, 8, 8, 8)).eval().to(device)
+    raw = CompactSemanticNet(widths=(8, 8, 8, 8), normalize_input=False).eval().to(device)
     raw.load_state_dict(net.state_dict())
-    images = torch.rand(1, 3, 32, 32)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    images = torch.rand(1, 3, 32, 32, device=device)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
     # torch.allclose, not torch.testing: the latter's first call costs seconds of imports.
     assert torch.allclose(net(images), raw((images - mean) / std), rtol=1e-5, atol=1e-6)
 
 
-def test_dilated_variant_is_a_denser_sampling_of_the_same_map():
+def test_dilated_variant_is_a_denser_sampling_of_the_same_map(device):
     torch.manual_seed(0)
     net = CompactSemanticNet(widths=(8, 16, 16, 24)).eval()
     for module in net.modules():  # non-trivial BN statistics
@@ -52,7 +53,8 @@ def test_dilated_variant_is_a_denser_sampling_of_the_same_map():
     dilated = CompactSemanticNet(widths=(8, 16, 16, 24), replace_stride_with_dilation=(True, True, True))
     dilated.eval()
     dilated.load_state_dict(net.state_dict())
-    images = torch.rand(2, 3, 72, 104)
+    net, dilated = net.to(device), dilated.to(device)
+    images = torch.rand(2, 3, 72, 104, device=device)
     coarse, fine = net(images), dilated(images)
     assert dilated.output_stride == 4 and fine.shape[-2:] == (18, 26)
     assert torch.allclose(fine[:, :, ::2, ::2], coarse, rtol=1e-5, atol=1e-6)

@@ -158,9 +158,9 @@ def test_pickled_objects_need_trust(tmp_path, source):
     assert load_teacher(path, trusted=True).info.checkpoint_format == "dino-train"
 
 
-def test_frozen_teacher_refuses_training_and_gradients():
+def test_frozen_teacher_refuses_training_and_gradients(device):
     source = build_resnet("resnet18").train()
-    teacher = FrozenTeacher(source, build_teacher("resnet18").info)
+    teacher = FrozenTeacher(source, build_teacher("resnet18").info).to(device)
     assert not teacher.training and not any(m.training for m in teacher.modules())
     assert not any(p.requires_grad for p in teacher.parameters())
     with pytest.raises(FrozenTeacherError, match="frozen"):
@@ -169,7 +169,7 @@ def test_frozen_teacher_refuses_training_and_gradients():
         teacher.train(True)
     assert teacher.eval() is teacher and teacher.train(False) is teacher
     stats = source.bn1.running_mean.clone()
-    images = torch.rand(2, 3, 32, 32, requires_grad=True)
+    images = torch.rand(2, 3, 32, 32, device=device, requires_grad=True)
     out = teacher(images)
     assert not out.requires_grad and out.grad_fn is None and out.shape == (2, 512, 1, 1)
     assert torch.equal(source.bn1.running_mean, stats)  # eval mode: BN statistics untouched

@@ -1,4 +1,5 @@
-"""Image decoders: shapes, unit norm, parameter count, bilinear align_corners=True vs a numpy reference."""
+"""Image decoders: shapes, unit norm, parameter count, bilinear align_corners=True vs a numpy reference; the
+decoders and teachers run on the test device (CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -34,19 +35,20 @@ def test_reference_parameter_count():
     assert sum(p.numel() for p in build_image_decoder("ppkt").parameters()) == 131_136
 
 
-def test_ppkt_decoder_matches_conv_then_reference_bilinear_then_l2():
+def test_ppkt_decoder_matches_conv_then_reference_bilinear_then_l2(device):
     torch.manual_seed(0)
-    decoder = PixelDecoder(in_channels=6, out_channels=4, upsample=8, normalize=False)
-    features = torch.randn(2, 6, 3, 4)
+    decoder = PixelDecoder(in_channels=6, out_channels=4, upsample=8, normalize=False).to(device)
+    features = torch.randn(2, 6, 3, 4).to(device)
     with torch.no_grad():
-        projected = decoder.conv(features).numpy()
+        projected = decoder.conv(features).cpu().numpy()
         out = decoder(features)
     assert out.shape == (2, 4, 24, 32)
-    np.testing.assert_allclose(out.numpy(), _bilinear_align_corners(projected, 24, 32), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.cpu().numpy(), _bilinear_align_corners(projected, 24, 32), rtol=1e-5,
+                               atol=1e-5)
     decoder.normalize = True
     with torch.no_grad():
         normalised = decoder(features)
-    assert torch.allclose(normalised.norm(dim=1), torch.ones(2, 24, 32), atol=1e-5)
+    assert torch.allclose(normalised.norm(dim=1), torch.ones(2, 24, 32, device=device), atol=1e-5)
     assert torch.allclose(normalised, out / out.norm(dim=1, keepdim=True), atol=1e-6)
 
 
@@ -60,12 +62,12 @@ def test_zero_vectors_stay_finite():
 
 
 @pytest.mark.parametrize("name", sorted(DECODER_PRESETS))
-def test_presets_on_a_small_teacher(name):
+def test_presets_on_a_small_teacher(name, device):
     preset = DECODER_PRESETS[name]
-    teacher = build_teacher("resnet18", replace_stride_with_dilation=preset.encoder_dilation)
+    teacher = build_teacher("resnet18", replace_stride_with_dilation=preset.encoder_dilation).to(device)
     assert teacher.output_stride == preset.upsample
-    decoder = build_image_decoder(name, in_channels=teacher.out_channels, out_channels=16)
-    images = torch.rand(2, 3, 64, 96)
+    decoder = build_image_decoder(name, in_channels=teacher.out_channels, out_channels=16).to(device)
+    images = torch.rand(2, 3, 64, 96, device=device)
     out = decoder(teacher(images))
     assert out.shape == (2, 16, 64, 96)
     norms = out.norm(dim=1)

@@ -1,4 +1,5 @@
-"""Point utilities against naive Python implementations."""
+"""Point utilities against naive Python implementations (the utilities on the test device,
+CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -29,22 +30,23 @@ def naive_fps(points: list[list[float]], count: int, start: int = 0) -> list[int
     return chosen
 
 
-def test_fps_matches_naive_loop_on_random_clouds() -> None:
+def test_fps_matches_naive_loop_on_random_clouds(device) -> None:
     gen = torch.Generator().manual_seed(0)
     xyz = torch.rand(3, 40, 3, generator=gen, dtype=torch.float64)
-    idx = farthest_point_sample(xyz, 12)
+    idx = farthest_point_sample(xyz.to(device), 12)
+    assert idx.device == device
     for b in range(3):
         assert idx[b].tolist() == naive_fps(xyz[b].tolist(), 12)
         assert farthest_point_sample_np(xyz[b].numpy(), 12).tolist() == naive_fps(xyz[b].tolist(), 12)
 
 
-def test_fps_ties_go_to_lowest_index_and_start_index() -> None:
+def test_fps_ties_go_to_lowest_index_and_start_index(device) -> None:
     # a grid with duplicated points: many exact ties
     grid = torch.tensor([[x, y, 0.0] for x in range(3) for y in range(3)] * 2, dtype=torch.float32)
-    idx = farthest_point_sample(grid[None], 9)
+    idx = farthest_point_sample(grid[None].to(device), 9)
     assert idx[0].tolist() == naive_fps(grid.tolist(), 9)
     starts = torch.tensor([4, 7])
-    idx = farthest_point_sample(torch.stack([grid, grid]), 5, start_index=starts)
+    idx = farthest_point_sample(torch.stack([grid, grid]).to(device), 5, start_index=starts.to(device))
     for b in range(2):
         assert idx[b].tolist() == naive_fps(grid.tolist(), 5, int(starts[b]))
 
@@ -56,10 +58,10 @@ def test_fps_rejects_bad_sizes() -> None:
         farthest_point_sample(torch.zeros(4, 3), 2)
 
 
-def test_knn_equals_brute_force() -> None:
+def test_knn_equals_brute_force(device) -> None:
     gen = torch.Generator().manual_seed(1)
     query, ref = torch.rand(2, 7, 3, generator=gen), torch.rand(2, 30, 3, generator=gen)
-    dist, idx = knn(query, ref, 5, chunk_size=3)
+    dist, idx = knn(query.to(device), ref.to(device), 5, chunk_size=3)
     for b in range(2):
         for i in range(7):
             d = [float(((query[b, i].double() - ref[b, j].double()) ** 2).sum()) for j in range(30)]
@@ -68,15 +70,15 @@ def test_knn_equals_brute_force() -> None:
             assert np.allclose(dist[b, i].tolist(), [d[j] for j in order], atol=1e-6)
 
 
-def test_group_patches_are_centred_knn_of_fps_centres() -> None:
+def test_group_patches_are_centred_knn_of_fps_centres(device) -> None:
     gen = torch.Generator().manual_seed(2)
-    xyz = torch.rand(2, 64, 3, generator=gen)
+    xyz = torch.rand(2, 64, 3, generator=gen).to(device)
     neigh, centres = group_patches(xyz, 8, 4)
     assert neigh.shape == (2, 8, 4, 3) and centres.shape == (2, 8, 3)
     centre_idx = farthest_point_sample(xyz, 8)
     assert torch.equal(centres, gather_points(xyz, centre_idx))
     # the nearest neighbour of a centre is the centre itself: first row is exactly zero
-    assert torch.equal(neigh[:, :, 0], torch.zeros(2, 8, 3))
+    assert torch.equal(neigh[:, :, 0].cpu(), torch.zeros(2, 8, 3))
     _, nn_idx = knn(centres, xyz, 4)
     assert torch.allclose(neigh + centres[:, :, None], gather_points(xyz, nn_idx))
 
@@ -91,10 +93,11 @@ def test_random_mask_counts_and_generator() -> None:
     assert not torch.equal(mask[0], mask[1])
 
 
-def test_block_mask_hides_the_nearest_centres_to_one_seed() -> None:
+def test_block_mask_hides_the_nearest_centres_to_one_seed(device) -> None:
     gen = torch.Generator().manual_seed(6)
-    centres = torch.rand(4, 20, 3, generator=gen)
-    mask = block_patch_mask(centres, 0.5, torch.Generator().manual_seed(0))
+    centres = torch.rand(4, 20, 3, generator=gen).to(device)
+    mask = block_patch_mask(centres, 0.5, torch.Generator().manual_seed(0))  # CPU generator, any device
+    assert mask.device == device
     assert mask.sum(1).tolist() == [10] * 4
     for b in range(4):
         masked, kept = centres[b][mask[b]], centres[b][~mask[b]]

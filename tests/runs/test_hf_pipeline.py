@@ -1,4 +1,5 @@
-"""A CLIP teacher in the pipeline: relational pretraining from a recipe, rebuild, `cmcr zeroshot --clip`."""
+"""A CLIP teacher in the pipeline: relational pretraining from a recipe, rebuild, `cmcr zeroshot --clip`
+(on the test device, CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ PROJECTION_DIM = 24
 
 
 @pytest.fixture(scope="module")
-def clip_run(prepared_world: Path, clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clip_run(prepared_world: Path, clip_dir: Path, tmp_path_factory: pytest.TempPathFactory, device) -> Path:
     sets = [f"data.path={prepared_world}", f"teacher.weights={clip_dir}",
             f"student.out_channels={PROJECTION_DIM}", "data.crop_size=[64,112]", "data.min_pairs=64",
             "data.num_workers=0", "data.split=mini_train",
             "loss.num_matches=128", "student.planes=[8,8,8,8,8,8,8,8]", "student.init_dim=8",
-            "train.max_steps=2", "train.checkpoint_every=0", "train.log_every=1", "train.device=cpu"]
+            "train.max_steps=2", "train.checkpoint_every=0", "train.log_every=1", f"train.device={device}"]
     # The published recipe, shrunk: teacher arch hf_clip, method relational, point_nce off.
     recipe = load_recipe(RECIPES / "relational_nuscenes.yaml", sets)
     assert recipe.teacher.arch == "hf_clip" and recipe.method == "relational"
@@ -53,12 +54,12 @@ def test_checkpoint_names_the_clip_directory_and_rebuilds(clip_run: Path, clip_d
 
 
 def test_zeroshot_with_clip_text_embeddings(clip_run: Path, clip_dir: Path, prepared_world: Path,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, device) -> None:
     out = tmp_path / "zs"
     result = CliRunner().invoke(app, ["zeroshot", "--weights", str(clip_run), "--data", str(prepared_world),
                                       "--out", str(out), "--split", "mini_val", "--clip", str(clip_dir),
                                       "--templates", "openscene", "--class-names", "clip2scene",
-                                      "--device", "cpu"])
+                                      "--device", str(device)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["classifier"]["kind"] == "clip_text" and metrics["classifier"]["num_templates"] == 1

@@ -1,6 +1,9 @@
-"""The CPU float32 GEMM path (oneDNN pieces with padded row counts) against the float64 torch.mm path."""
+"""The float32 GEMM paths (CPU: oneDNN pieces with padded row counts; every device: torch.mm) against the
+float64 CPU path; the float32 side runs on the test device (CMCR_TEST_DEVICE, see tests/support/device.py)."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -33,45 +36,57 @@ def test_row_pieces_cover_exactly(m: int, which: str) -> None:
 def _grads(layer: torch.nn.Module, x: SparseTensor, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
     feats = x.features.detach().clone().requires_grad_(True)
     y = layer(x.replace(feats))
-    (y.features * r.to(y.features.dtype)).sum().backward()
+    (y.features * r.to(y.features)).sum().backward()
     return y.features.detach(), feats.grad, layer.kernel.grad
+
+
+def _problem(kind: str, density: float, device: torch.device, dtype: torch.dtype
+             ) -> tuple[SparseTensor, torch.Tensor]:
+    """(input, output weights R) of one layer kind, the same values on every call."""
+    g = torch.Generator().manual_seed(0)
+    coords = random_coords(g, 2, 24, density, origin=-12).to(device)
+    fine = SparseTensor(torch.randn(len(coords), C_IN, generator=g).to(device, dtype), coords)
+    x = fine
+    _, coarse = fine.manager.strided_map(1, 2, 2)
+    if kind == "up2":
+        feats = torch.randn(len(coarse), C_IN, generator=g).to(device, dtype)
+        x = SparseTensor(feats, manager=fine.manager, coordinate_set=coarse)
+    n_out = len(coarse) if kind == "down2" else len(coords)
+    return x, torch.randn(n_out, C_OUT, generator=g)
+
+
+C_IN, C_OUT = 96, 112
 
 
 @pytest.mark.parametrize("density", [0.3, 0.02])
 @pytest.mark.parametrize("backend", ["onednn", "torch"])
 @pytest.mark.parametrize("kind", ["sub3", "down2", "up2"])
-def test_float32_path_matches_float64(backend: str, kind: str, density: float) -> None:
+def test_float32_path_matches_float64(backend: str, kind: str, density: float, device, tolerance) -> None:
     """96 -> 112 channels (above `ONEDNN_MIN_MACS`, so "onednn" really runs the padded pieces); density 0.3:
-    ~8k voxels, offsets with 300..8k pairs; density 0.02: offsets with a few pairs (exact short pieces)."""
-    g = torch.Generator().manual_seed(0)
-    c_in, c_out = 96, 112
-    coords = random_coords(g, 2, 24, density, origin=-12)
-    fine = SparseTensor(torch.randn(len(coords), c_in, generator=g), coords)
-    if kind == "sub3":
-        x, layer = fine, SparseConv3d(c_in, c_out, 3)
-    elif kind == "down2":
-        x, layer = fine, SparseConv3d(c_in, c_out, 2, 2)
-    else:
-        _, coarse = fine.manager.strided_map(1, 2, 2)
-        feats = torch.randn(len(coarse), c_in, generator=g)
-        x = SparseTensor(feats, manager=fine.manager, coordinate_set=coarse)
-        layer = SparseConvTranspose3d(c_in, c_out, 2, 2)
-    _, coarse_set = fine.manager.strided_map(1, 2, 2)
+    ~8k voxels, offsets with 300..8k pairs; density 0.02: offsets with a few pairs (exact short pieces).
+    Float32 on the test device ("torch": torch.mm, the path of every device but the CPU's oneDNN) against
+    float64 on the CPU."""
+    if backend == "onednn" and device.type != "cpu":
+        pytest.skip("oneDNN is the CPU float32 path")
+    layers = {"sub3": lambda: SparseConv3d(C_IN, C_OUT, 3), "down2": lambda: SparseConv3d(C_IN, C_OUT, 2, 2),
+              "up2": lambda: SparseConvTranspose3d(C_IN, C_OUT, 2, 2)}
+    layer64 = layers[kind]().double()
+    layer = copy.deepcopy(layer64).to(device, torch.float32)
+    x, r = _problem(kind, density, device, torch.float32)
     gemm.set_cpu_gemm(backend)
     try:
-        assert gemm.use_onednn(x.features, c_in, c_out) == (backend == "onednn" and gemm._onednn_works())
-        n_out = len(coarse_set) if kind == "down2" else len(coords)
-        r = torch.randn(n_out, c_out, generator=g)
+        assert gemm.use_onednn(x.features, C_IN, C_OUT) == (
+            backend == "onednn" and device.type == "cpu" and gemm._onednn_works())
         y32, gx32, gw32 = _grads(layer, x, r)
         with torch.no_grad():  # the inference path: finer pieces (gemm.inference_pieces)
             y32_inference = layer(x).features
-        layer64 = layer.double()
-        layer64.kernel.grad = None
-        y64, gx64, gw64 = _grads(layer64, x.replace(x.features.double()), r)
     finally:
         gemm.set_cpu_gemm("onednn")
-    for a, b in ((y32, y64), (y32_inference, y64), (gx32, gx64), (gw32, gw64)):
-        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    y64, gx64, gw64 = _grads(layer64, *_problem(kind, density, torch.device("cpu"), torch.float64))
+    for a, b, name in ((y32, y64, "forward"), (y32_inference, y64, "inference forward"),
+                       (gx32, gx64, "input gradient"), (gw32, gw64, "weight gradient")):
+        assert a.dtype == torch.float32 and a.device == x.device
+        tolerance.check(a, b, msg=name)
 
 
 def test_inference_uses_onednn_for_64_channel_layers() -> None:

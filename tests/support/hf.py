@@ -1,4 +1,4 @@
-"""Tiny randomly initialised CLIP (with a character-level tokenizer) and DINOv2 models saved to local
+"""Tiny randomly initialised CLIP (with a character-level tokenizer), DINOv2 and ViT models saved to local
 directories: the transformers teachers are tested without downloading anything. A test that requests them
 is skipped where transformers (the `hf` extra) is not installed."""
 
@@ -66,3 +66,20 @@ def dinov2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5, 0.5, 0.5],
                                                                "image_std": [0.25, 0.25, 0.25]}))
     return root
+
+
+def save_tiny_vit(root: Path, pooler: bool = True) -> Path:
+    """A 2-layer ViT (patch 8, 32-d, 32 px) saved with (or without) its pre-logits pooler."""
+    transformers = _transformers()
+    torch.manual_seed(2)
+    config = transformers.ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                    num_attention_heads=2, image_size=32, patch_size=PATCH)
+    transformers.ViTModel(config, add_pooling_layer=pooler).save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`save_tiny_vit` with its pooler (ReCon's image teacher is the ViT's pre-logits); import it into the
+    test module that uses it."""
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny_vit"))

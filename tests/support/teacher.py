@@ -27,10 +27,12 @@ def tiny_teacher_recipe(world: Path, *sets: str) -> config.TeacherTrainRecipe:
 
 
 @pytest.fixture(scope="session")
-def trained(synthetic_world: Path, tmp_path_factory: pytest.TempPathFactory) -> TeacherRun:
-    """A teacher trained on the shared world (scene-0553 held out), also scored on the same world whole."""
+def trained(synthetic_world: Path, tmp_path_factory: pytest.TempPathFactory, device) -> TeacherRun:
+    """A teacher trained on the shared world (scene-0553 held out), also scored on the same world whole;
+    trained and scored on the test device (CMCR_TEST_DEVICE)."""
     out = tmp_path_factory.mktemp("teacher_run")
-    recipe = tiny_teacher_recipe(synthetic_world, f"data.eval_worlds=[{synthetic_world}]")
+    recipe = tiny_teacher_recipe(synthetic_world, f"data.eval_worlds=[{synthetic_world}]",
+                                 f"train.device={device}")
     run = run_teacher_training(recipe, out)
     assert run.teacher is not None
     return run

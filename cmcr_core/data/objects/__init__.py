@@ -14,6 +14,8 @@ from cmcr_core.data.objects.dataset import (
     normalize_unit_sphere,
     sample_points,
 )
+from cmcr_core.data.objects.fewshot import FewShotFold, read_published_fold, sample_fold
+from cmcr_core.data.objects.prompts import RECON_PREFIXES, RECON_SUFFIXES, recon_prompts
 from cmcr_core.data.objects.readers import (
     SCANOBJECTNN_CLASSES,
     ObjectSet,
@@ -41,9 +43,12 @@ from cmcr_core.data.objects.writers import (
 
 __all__ = [
     "AUGMENTATIONS",
+    "RECON_PREFIXES",
+    "RECON_SUFFIXES",
     "SAMPLING_MODES",
     "SCANOBJECTNN_CLASSES",
     "SHAPE_CLASSES",
+    "FewShotFold",
     "ObjectBatch",
     "ObjectPointDataset",
     "ObjectSet",
@@ -57,11 +62,14 @@ __all__ = [
     "normalize_unit_sphere",
     "precompute_teacher_targets",
     "read_modelnet_h5",
+    "read_published_fold",
     "read_modelnet_resampled",
     "read_scanobjectnn",
     "read_shapenet55",
     "read_shapenet55_classes",
     "read_shapenet_image",
+    "recon_prompts",
+    "sample_fold",
     "sample_points",
     "write_modelnet_h5",
     "write_modelnet_resampled",

@@ -3,14 +3,16 @@
 Randomness: item ``i`` of epoch ``e`` draws from ``np.random.default_rng([seed, e, i])``, so a run is
 reproducible whatever the number of loader workers and the order in which they fetch items.
 
-Protocols (qizekun/ReCon's configs and runners; docs/recon.md):
+Protocols of ReCon (Qi et al., ICML 2023; code qizekun/ReCon, its configs and runners; docs/recon.md), as
+the recipes set them:
 
 * pretraining (ShapeNet-55): ``sampling="random"`` (random subset, not FPS), ``normalize=True``,
   ``augmentation="rotate_y"`` (angle U[0, 2 pi) about y);
 * ScanObjectNN fine-tuning: ``sampling="fps_random"`` with ``fps_pool=2400`` for 2048 points, no
-  normalisation, ``rotate_y``; ModelNet40 1k: ``fps_pool=1200``, normalised, ``scale_translate``
-  (per-axis scale U[2/3, 3/2], translation U[-0.2, 0.2]);
-* evaluation: ``sampling="fps"``, no augmentation.
+  normalisation (the clouds are used as stored), ``rotate_y``; ModelNet40 1k: ``fps_pool=1200``,
+  normalised, ``scale_translate`` (per-axis scale U[2/3, 3/2], translation U[-0.2, 0.2]); its voting
+  scales only (``scale``, per-axis U[2/3, 3/2]);
+* evaluation: ``sampling="fps"``, no augmentation, the same normalisation as training.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cmcr_core.data.objects.teacher_targets import TeacherTargets
 from cmcr_core.ops.geometry import farthest_point_sample_np
 
 SAMPLING_MODES = ("random", "fps", "fps_random", "first")
-AUGMENTATIONS = ("none", "rotate_y", "scale_translate")
+AUGMENTATIONS = ("none", "rotate_y", "scale", "scale_translate")
 
 
 def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
@@ -38,13 +40,16 @@ def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
 
 
 def sample_points(
-    points: np.ndarray, num_points: int, mode: str, rng: np.random.Generator, fps_pool: int | None = None
+    points: np.ndarray, num_points: int, mode: str, rng: np.random.Generator, fps_pool: int | None = None,
+    fps_order: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of ``num_points`` points of one cloud.
 
     ``random``: random subset (with replacement only if the cloud is smaller); ``fps``: farthest point
     sampling from index 0; ``fps_random``: FPS to ``fps_pool`` points then a random subset; ``first``:
-    the first points (clouds stored already sampled).
+    the first points (clouds stored already sampled). ``fps_order``: this cloud's FPS indices computed
+    before (at least as many as needed; FPS from index 0 is deterministic and its prefixes are the smaller
+    samples), so a dataset computes them once per object.
     """
     count = len(points)
     if mode == "random":
@@ -52,9 +57,12 @@ def sample_points(
             return rng.permutation(count)[:num_points]
         return np.concatenate([rng.permutation(count), rng.integers(0, count, num_points - count)])
     if mode == "fps":
+        if fps_order is not None:
+            return fps_order[:num_points]
         return farthest_point_sample_np(points, num_points)
     if mode == "fps_random":
-        pool = farthest_point_sample_np(points, min(fps_pool or num_points, count))
+        size = min(fps_pool or num_points, count)
+        pool = fps_order[:size] if fps_order is not None else farthest_point_sample_np(points, size)
         if len(pool) < num_points:
             raise ValueError(f"fps_random: pool of {len(pool)} points is smaller than {num_points}")
         return pool[rng.choice(len(pool), num_points, replace=False)]
@@ -73,6 +81,8 @@ def augment_points(points: np.ndarray, kind: str, rng: np.random.Generator) -> n
         angle = rng.uniform(0.0, 2.0 * np.pi)
         c, s = np.cos(angle), np.sin(angle)
         return points @ np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    if kind == "scale":
+        return points * rng.uniform(2.0 / 3.0, 1.5, 3)
     if kind == "scale_translate":
         return points * rng.uniform(2.0 / 3.0, 1.5, 3) + rng.uniform(-0.2, 0.2, 3)
     raise ValueError(f"unknown augmentation {kind!r}; expected one of {AUGMENTATIONS}")
@@ -130,7 +140,7 @@ class ObjectPointDataset(Dataset):
         num_points: N points per item.
         sampling: ``random``, ``fps``, ``fps_random`` or ``first``.
         normalize: unit-sphere normalisation after sampling.
-        augmentation: ``none``, ``rotate_y`` or ``scale_translate``.
+        augmentation: ``none``, ``rotate_y``, ``scale`` or ``scale_translate``.
         targets: optional teacher targets looked up by object id (one stored augmentation drawn per item).
         fps_pool: FPS pool size for ``fps_random``.
         seed: base seed of the per-item generators.
@@ -158,6 +168,7 @@ class ObjectPointDataset(Dataset):
         self.objects, self.num_points, self.sampling = objects, num_points, sampling
         self.normalize, self.augmentation, self.targets = normalize, augmentation, targets
         self.fps_pool, self.seed, self.epoch = fps_pool, seed, 0
+        self._fps_orders: dict[int, np.ndarray] = {}  # FPS indices per object, computed once
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch used in the per-item generator seeds."""
@@ -169,7 +180,15 @@ class ObjectPointDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         cloud = self.objects.points[index]
-        points = cloud[sample_points(cloud, self.num_points, self.sampling, rng, self.fps_pool)]
+        order = None
+        if self.sampling in ("fps", "fps_random"):
+            order = self._fps_orders.get(index)
+            if order is None:
+                size = self.num_points  # fps: an error for a smaller cloud, as without the cache
+                if self.sampling == "fps_random":
+                    size = min(self.fps_pool or self.num_points, len(cloud))
+                order = self._fps_orders[index] = farthest_point_sample_np(cloud, size)
+        points = cloud[sample_points(cloud, self.num_points, self.sampling, rng, self.fps_pool, order)]
         if self.normalize:
             points = normalize_unit_sphere(points)
         points = augment_points(points, self.augmentation, rng).astype(np.float32)

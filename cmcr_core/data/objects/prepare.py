@@ -13,11 +13,7 @@ import numpy as np
 from torch import Tensor
 
 from cmcr_core.data.objects.readers import read_shapenet55, read_shapenet_image
-from cmcr_core.data.objects.teacher_targets import (
-    TeacherTargets,
-    class_text_vectors,
-    precompute_teacher_targets,
-)
+from cmcr_core.data.objects.teacher_targets import TeacherTargets, precompute_teacher_targets
 
 
 def read_class_text_features(path: str | Path, num_classes: int) -> np.ndarray:
@@ -45,30 +41,29 @@ def prepare_teacher_targets(
     root: str | Path,
     out_file: str | Path,
     image_teacher: Callable[[Tensor], Tensor],
-    text_embeddings: str | Path | None = None,
-    text_dim: int = 512,
+    text_features: np.ndarray,
     num_views: int = 1,
     image_size: int = 224,
     seed: int = 0,
     bgr: bool = True,
+    normalize: bool = True,
     batch_size: int = 64,
     device: str = "cpu",
 ) -> TeacherTargets:
     """Teacher targets for every ShapeNet-55 object under ``root`` (train + test), saved to ``out_file``.
 
-    Image features: ``image_teacher`` on the renders in ``root/shapenet_img`` (``num_views`` stored views).
-    Text features: ``text_embeddings`` (.npy, one row per class in ``shapenet55.json`` order) or, without
-    it, the ``class_text_vectors`` stand-in of size ``text_dim``.
+    Image features: ``image_teacher`` on the renders in ``root/shapenet_img`` (``num_views`` stored views;
+    ``normalize``: ImageNet mean/std applied here, off for teachers that take [0, 1] and normalise
+    themselves). Text features: ``text_features``, one row (or M prompt rows) per class in
+    ``shapenet55.json`` order (``read_class_text_features``, ``class_text_vectors`` or a text encoder).
 
     Returns:
         TeacherTargets with img n x num_views x D_img, text n x M x D_text.
     """
     objects = read_shapenet55(root, "whole")
-    num_classes = len(objects.class_names)
-    if text_embeddings is not None:
-        text = read_class_text_features(text_embeddings, num_classes)
-    else:
-        text = class_text_vectors(num_classes, text_dim, seed=seed)
+    text = np.asarray(text_features, dtype=np.float32)
+    if len(text) != len(objects.class_names):
+        raise ValueError(f"{len(text)} classes of text features, but {root} has {len(objects.class_names)}")
     images = [read_shapenet_image(root, obj_id) for obj_id in objects.ids]
     sizes = {im.shape for im in images}
     if len(sizes) > 1:
@@ -85,6 +80,7 @@ def prepare_teacher_targets(
         image_size=image_size,
         seed=seed,
         bgr=bgr,
+        normalize=normalize,
         batch_size=batch_size,
         device=device,
     )

@@ -4,7 +4,8 @@ Every reader returns an ``ObjectSet``: raw xyz as stored (no normalisation, no s
 that), integer labels, object ids and class names. Layouts:
 
 * ScanObjectNN ``h5_files``: ``main_split[_nobg]/{training,test}_objectdataset[_augmentedrot_scale75].h5``,
-  keys ``data`` (n x 2048 x 3) and ``label`` (n,).
+  keys ``data`` (n x 2048 x 3) and ``label`` (n,); the 15 classes of ``SCANOBJECTNN_CLASSES``, unless a
+  ``shape_names.txt`` in the root names others (the synthetic objects written in this layout have one).
 * ModelNet40 resampled: ``modelnet40_shape_names.txt``, ``modelnet40_{train,test}.txt`` (ids such as
   ``airplane_0001``), ``{class}/{id}.txt`` with comma-separated x,y,z,nx,ny,nz per line.
 * ModelNet40 ``ply_hdf5_2048``: ``{train,test}_files.txt`` listing ``ply_data_*.h5`` (keys ``data``
@@ -120,10 +121,14 @@ def read_scanobjectnn(
     root: str | Path,
     split: str,
     variant: str = "obj_bg",
-    class_names: tuple[str, ...] | list[str] = SCANOBJECTNN_CLASSES,
+    class_names: tuple[str, ...] | list[str] | None = None,
 ) -> ObjectSet:
-    """ScanObjectNN split as stored (no normalisation). Ids are ``{variant}_{split}_{row}``."""
+    """ScanObjectNN split as stored (no normalisation). Ids are ``{variant}_{split}_{row}``; class names:
+    ``class_names``, else ``root/shape_names.txt`` where it exists, else ``SCANOBJECTNN_CLASSES``."""
     path = scanobjectnn_path(root, split, variant)
+    if class_names is None:
+        names_file = Path(root) / "shape_names.txt"
+        class_names = _read_lines(names_file) if names_file.is_file() else SCANOBJECTNN_CLASSES
     data, label = _read_h5_arrays(path)
     ids = [f"{variant}_{split}_{i:05d}" for i in range(len(label))]
     return ObjectSet(list(data), label, ids, list(class_names))

@@ -16,6 +16,11 @@ import numpy as np
 from cmcr_core.data.objects.readers import ObjectSet
 
 SHAPE_CLASSES = ("box", "sphere", "cylinder", "cone", "torus", "chair", "table", "airplane")
+# Twelve classes in confusable pairs and triples (chair / stool, table / desk / bench, box / cabinet / shelf,
+# cylinder / lamp / cone): the class set of the harder benchmark (``synthetic_classes("confusable")``).
+CONFUSABLE_CLASSES = ("box", "cabinet", "shelf", "chair", "stool", "table", "desk", "bench", "cylinder",
+                      "cone", "lamp", "sphere")
+CLASS_SETS = {"basic": SHAPE_CLASSES, "confusable": CONFUSABLE_CLASSES}
 
 # a part: (kind, parameters, offset); kinds: box (half extents), ellipsoid (radii),
 # cylinder (radius, half length, axis), cone (radius, height), torus (major, minor radius)
@@ -160,6 +165,8 @@ def shape_parts(name: str, rng: np.random.Generator) -> list[Part]:
             back_h = u(0.45, 0.7)
             parts.append(("box", ((w, back_h / 2, t),), (0, t + back_h / 2, -d + t)))
         return parts
+    if name in ("stool", "desk", "bench", "shelf", "cabinet", "lamp"):
+        return _furniture_parts(name, rng)
     if name == "airplane":
         length, radius = u(0.9, 1.1), u(0.08, 0.13)
         span, chord = u(0.8, 1.1), u(0.15, 0.25)
@@ -169,7 +176,47 @@ def shape_parts(name: str, rng: np.random.Generator) -> list[Part]:
             ("box", ((chord * 0.6, u(0.18, 0.3), 0.02),), (-length + chord * 0.6, 0.2, 0)),
             ("box", ((chord * 0.5, 0.02, span * 0.35),), (-length + chord * 0.5, 0.02, 0)),
         ]
-    raise ValueError(f"unknown synthetic shape class {name!r}; expected one of {SHAPE_CLASSES}")
+    raise ValueError(f"unknown synthetic shape class {name!r}; expected one of "
+                     f"{sorted(set(SHAPE_CLASSES) | set(CONFUSABLE_CLASSES))}")
+
+
+def _legs(w: float, d: float, top: float, height: float, leg: float) -> list[Part]:
+    """Four square legs of ``height`` under a top of half extents (w, d) whose underside is at ``top``."""
+    return [("box", ((leg, height / 2, leg),), (sx * (w - leg), top - height / 2, sz * (d - leg)))
+            for sx in (-1, 1) for sz in (-1, 1)]
+
+
+def _furniture_parts(name: str, rng: np.random.Generator) -> list[Part]:
+    """The look-alikes of the confusable class set, y up (half extents, like ``shape_parts``)."""
+    u = rng.uniform
+    t, leg = u(0.03, 0.06), u(0.03, 0.05)
+    if name == "stool":  # a chair without a back: smaller seat, taller legs
+        w = u(0.3, 0.42)
+        return [("box", ((w, t, w),), (0, 0, 0)), *_legs(w, w, -t, u(0.6, 0.9), leg)]
+    if name == "bench":  # a long, narrow, low table
+        w, d, height = u(1.0, 1.4), u(0.2, 0.3), u(0.35, 0.5)
+        return [("box", ((w, t, d),), (0, 0, 0)), *_legs(w, d, -t, height, leg)]
+    if name == "desk":  # a table with a drawer pedestal under one side
+        w, d, height = u(0.8, 1.1), u(0.45, 0.6), u(0.6, 0.8)
+        pedestal = u(0.2, 0.3)
+        legs = [p for p in _legs(w, d, -t, height, leg) if p[2][0] < 0]
+        return [("box", ((w, t, d),), (0, 0, 0)), *legs,
+                ("box", ((pedestal, height / 2, d * 0.95),), (w - pedestal, -t - height / 2, 0))]
+    if name == "shelf":  # an open frame: two sides, a back and 3-5 boards
+        w, h, d = u(0.5, 0.8), u(0.8, 1.3), u(0.2, 0.35)
+        parts: list[Part] = [("box", ((t, h, d),), (sx * (w - t), 0, 0)) for sx in (-1, 1)]
+        parts.append(("box", ((w, h, t / 2),), (0, 0, -d + t / 2)))
+        boards = np.linspace(-h, h, int(rng.integers(3, 6)))
+        parts += [("box", ((w - 2 * t, t / 2, d),), (0, float(y), 0)) for y in boards]
+        return parts
+    if name == "cabinet":  # a closed box on a plinth with an overhanging top
+        w, h, d = u(0.4, 0.7), u(0.6, 1.1), u(0.3, 0.5)
+        return [("box", ((w, h, d),), (0, 0, 0)), ("box", ((w * 0.9, 0.05, d * 0.9),), (0, -h - 0.05, 0)),
+                ("box", ((w + 0.04, t, d + 0.04),), (0, h + t, 0))]
+    # lamp: a base disc, a thin pole and a cone shade
+    pole = u(0.4, 0.6)
+    return [("cylinder", (u(0.2, 0.3), 0.02, 1), (0, -pole, 0)), ("cylinder", (0.025, pole, 1), (0, 0, 0)),
+            ("cone", (u(0.25, 0.4), u(0.3, 0.45)), (0, pole + 0.1, 0))]
 
 
 def sample_surface(

@@ -13,7 +13,13 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from cmcr_core.data.objects.readers import SCANOBJECTNN_VARIANTS, ObjectSet, scanobjectnn_path
+from cmcr_core.data.objects.readers import (
+    SCANOBJECTNN_CLASSES,
+    SCANOBJECTNN_VARIANTS,
+    ObjectSet,
+    scanobjectnn_path,
+)
+from cmcr_core.data.objects.scans import ScanSettings, synthetic_scans
 from cmcr_core.data.objects.synthetic import SHAPE_CLASSES, make_synthetic_objects
 
 
@@ -29,11 +35,15 @@ def _stack_fixed(objects: ObjectSet, what: str) -> np.ndarray:
 def write_scanobjectnn(
     root: str | Path, train: ObjectSet, test: ObjectSet, variant: str = "obj_bg"
 ) -> list[Path]:
-    """Write ``{training,test}_objectdataset*.h5`` (keys ``data`` n x P x 3 float32, ``label`` n int64)."""
+    """Write ``{training,test}_objectdataset*.h5`` (keys ``data`` n x P x 3 float32, ``label`` n int64), and
+    ``shape_names.txt`` when the classes are not ScanObjectNN's own (the reader then names them right)."""
     if variant not in SCANOBJECTNN_VARIANTS:
         raise ValueError(
             f"ScanObjectNN variant must be one of {sorted(SCANOBJECTNN_VARIANTS)}, got {variant!r}"
         )
+    if tuple(train.class_names) != SCANOBJECTNN_CLASSES:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / "shape_names.txt").write_text("".join(f"{n}\n" for n in train.class_names))
     paths = []
     for split, objects in (("train", train), ("test", test)):
         path = scanobjectnn_path(root, split, variant)
@@ -167,6 +177,9 @@ def synthetic_synsets(num_classes: int) -> list[str]:
     return [f"0{9000000 + i}" for i in range(num_classes)]
 
 
+PRETRAIN_FIRST_INDEX = 1_000_000  # pretraining objects are numbered apart from the downstream ones
+
+
 def write_synthetic_object_datasets(
     root: str | Path,
     train_per_class: int = 16,
@@ -175,38 +188,58 @@ def write_synthetic_object_datasets(
     seed: int = 0,
     image_size: int = 32,
     classes: tuple[str, ...] | list[str] = SHAPE_CLASSES,
+    pretrain_per_class: int = 0,
+    scans: bool = False,
+    scan_settings: ScanSettings = ScanSettings(),
 ) -> dict[str, Path]:
     """Generate synthetic train/test objects and write them in every layout under ``root``.
 
-    Sub-folders: ``ShapeNet55-34`` (train + test, with renders), ``ScanObjectNN/h5_files`` (obj_bg),
+    Sub-folders: ``ShapeNet55-34`` (with renders), ``ScanObjectNN/h5_files`` (obj_bg: the clean objects),
     ``modelnet40_normal_resampled`` and ``modelnet40_ply_hdf5_2048``. Returns the layout roots by name.
+
+    ``pretrain_per_class`` > 0: the ShapeNet-55 copy holds objects of its own (all in its train list,
+    numbered from ``PRETRAIN_FIRST_INDEX``), so pretraining never sees the downstream objects; otherwise it
+    holds the train + test objects (train and test lists). ``scans``: ScanObjectNN's hardest variant is
+    written too, holding a scan of every train / test object (``cmcr_core.data.objects.scans``).
     """
     root = Path(root)
     train = make_synthetic_objects(train_per_class, num_points, seed, classes, image_size, first_index=0)
-    test = make_synthetic_objects(
-        test_per_class, num_points, seed, classes, image_size, first_index=train_per_class * len(classes)
-    )
+    first_test = train_per_class * len(classes)
+    test = make_synthetic_objects(test_per_class, num_points, seed, classes, image_size,
+                                  first_index=first_test)
     layout = {
         "shapenet55": root / "ShapeNet55-34",
         "scanobjectnn": root / "ScanObjectNN" / "h5_files",
         "modelnet_resampled": root / "modelnet40_normal_resampled",
         "modelnet_h5": root / "modelnet40_ply_hdf5_2048",
     }
-    both = ObjectSet(
-        train.objects.points + test.objects.points,
-        np.concatenate([train.objects.labels, test.objects.labels]),
-        train.objects.ids + test.objects.ids,
-        list(classes),
-        train.objects.normals + test.objects.normals,
-    )
-    write_shapenet55(
-        layout["shapenet55"],
-        both,
-        ["train"] * len(train.objects) + ["test"] * len(test.objects),
-        synthetic_synsets(len(classes)),
-        np.concatenate([train.images, test.images]),
-    )
+    if pretrain_per_class > 0:
+        pre = make_synthetic_objects(pretrain_per_class, num_points, seed, classes, image_size,
+                                     first_index=PRETRAIN_FIRST_INDEX, id_prefix="pre")
+        write_shapenet55(layout["shapenet55"], pre.objects, ["train"] * len(pre.objects),
+                         synthetic_synsets(len(classes)), pre.images)
+    else:
+        both = ObjectSet(
+            train.objects.points + test.objects.points,
+            np.concatenate([train.objects.labels, test.objects.labels]),
+            train.objects.ids + test.objects.ids,
+            list(classes),
+            train.objects.normals + test.objects.normals,
+        )
+        write_shapenet55(
+            layout["shapenet55"],
+            both,
+            ["train"] * len(train.objects) + ["test"] * len(test.objects),
+            synthetic_synsets(len(classes)),
+            np.concatenate([train.images, test.images]),
+        )
     write_scanobjectnn(layout["scanobjectnn"], train.objects, test.objects)
+    if scans:
+        scanned = []
+        for objects, first in ((train.objects, 0), (test.objects, first_test)):
+            clouds = synthetic_scans(classes, objects.labels, first, seed, num_points, scan_settings)
+            scanned.append(ObjectSet(clouds, objects.labels, objects.ids, list(classes)))
+        write_scanobjectnn(layout["scanobjectnn"], *scanned, variant="hardest")
     write_modelnet_resampled(layout["modelnet_resampled"], train.objects, test.objects)
     write_modelnet_h5(layout["modelnet_h5"], train.objects, test.objects)
     return layout

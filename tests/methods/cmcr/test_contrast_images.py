@@ -19,11 +19,11 @@ def _losses(method, batch):
     return {k: v.detach() for k, v in losses.items()}, metrics
 
 
-def test_unmasked_contrast_targets_equal_a_step_on_unmasked_images_and_keep_mim_masked():
-    batch = tiny_batch(seed=3)
+def test_unmasked_contrast_targets_equal_a_step_on_unmasked_images_and_keep_mim_masked(device):
+    batch = tiny_batch(seed=3).to(device)
     assert batch.target_images is not None and not torch.equal(batch.images, batch.target_images)
     unmasked_batch = replace(batch, images=batch.target_images)
-    masked = tiny_cmcr(seed=2)  # reference: the masked input feeds everything
+    masked = tiny_cmcr(seed=2).to(device)  # reference: the masked input feeds everything
     unmasked = copy.deepcopy(masked)
     unmasked.contrast_images = "unmasked"
     u, u_metrics = _losses(unmasked, batch)
@@ -41,9 +41,9 @@ def test_unmasked_contrast_targets_equal_a_step_on_unmasked_images_and_keep_mim_
         torch.testing.assert_close(u[name], m[name], msg=name)
 
 
-def test_unmasked_contrast_targets_with_a_mim_subset_and_unknown_values():
-    batch = tiny_batch(seed=4)
-    method = tiny_cmcr(seed=1, mim_images=1, contrast_images="unmasked")
+def test_unmasked_contrast_targets_with_a_mim_subset_and_unknown_values(device):
+    batch = tiny_batch(seed=4).to(device)
+    method = tiny_cmcr(seed=1, mim_images=1, contrast_images="unmasked").to(device)
     losses, _ = _losses(method, batch)
     assert all(torch.isfinite(v) for v in losses.values())
     with pytest.raises(ValueError, match="contrast_images"):

@@ -120,9 +120,13 @@ def test_occupancy_losses_equal_the_all_voxel_concatenation():
     codes = (shared.detach() @ table.t()).argmax(1)
     fused = specific + shared + (table[codes] - shared).detach()
     inputs = torch.cat([fused[batch.point_to_voxel[pi]], queries[qi, :3] - batch.points[pi, :3]], 1)
-    expected = occupancy_losses(mlp.layers(inputs), queries[qi, QUERY_OCCUPANCY],
-                                queries[qi, QUERY_INTENSITY])
-    for a, b in zip(got, expected, strict=True):
+    logits = mlp.layers(inputs)
+    expected = occupancy_losses(logits, queries[qi, QUERY_OCCUPANCY], queries[qi, QUERY_INTENSITY])
+    *losses, accuracy = got
+    labels = queries[qi, QUERY_OCCUPANCY].tolist()
+    right = sum(int((z > 0) == (o > 0.5)) for z, o in zip(logits[:, 0].tolist(), labels, strict=True))
+    assert float(accuracy) == pytest.approx(right / len(qi), rel=1e-6)  # a float32 ratio
+    for a, b in zip(losses, expected, strict=True):
         torch.testing.assert_close(a.double(), b.double(), rtol=1e-6, atol=0)
         for ga, gb in zip(torch.autograd.grad(a, params, retain_graph=True),
                           torch.autograd.grad(b, params, retain_graph=True), strict=True):

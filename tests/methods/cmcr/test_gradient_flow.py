@@ -1,4 +1,5 @@
-"""The gradient-flow table of METHODS.md §7.12, row by row: each loss alone reaches exactly its modules."""
+"""The gradient-flow table of METHODS.md §7.12, row by row: each loss alone reaches exactly its modules (one
+step on the test device, CMCR_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def groups(method: CMCR) -> dict[str, list[torch.nn.Parameter]]:
 
 
 @pytest.fixture(scope="module")
-def step():
-    method = tiny_cmcr(seed=0).train()
-    batch = tiny_batch(seed=0)
+def step(device):
+    method = tiny_cmcr(seed=0).train().to(device)
+    batch = tiny_batch(seed=0).to(device)
     before = {k: v.clone() for k, v in method.codebook.state_dict().items()}
     losses, metrics = method(batch)
     return method, losses, metrics, before
@@ -74,7 +75,7 @@ def test_the_ema_update_moved_the_codebook_without_autograd(step):
     method, _, _, before = step
     assert not torch.equal(method.codebook.ema_weight, before["ema_weight"])
     assert method.codebook.embedding.grad_fn is None
-    assert torch.allclose(method.codebook.embedding.norm(dim=1), torch.ones(40), atol=1e-6)
+    assert torch.allclose(method.codebook.embedding.norm(dim=1).cpu(), torch.ones(40), atol=1e-6)
 
 
 def test_the_total_reaches_every_trainable_parameter(step):
@@ -84,11 +85,11 @@ def test_the_total_reaches_every_trainable_parameter(step):
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)  # DDP: no unused parameter
 
 
-def test_losses_that_are_off_build_no_module():
+def test_losses_that_are_off_build_no_module(device):
     method = tiny_cmcr(seed=1, mim_weight=0.0, occupancy_weight=0.0, intensity_weight=0.0,
-                       orthogonality_weight=0.0)
+                       orthogonality_weight=0.0).to(device)
     assert method.final_class_level is None
-    losses, _ = method(tiny_batch(seed=1))
+    losses, _ = method(tiny_batch(seed=1).to(device))
     assert set(losses) == {"point_nce", "commit_points", "commit_pixels", "cmcm"}
     with pytest.raises(ValueError, match="every CMCR loss weight is 0"):
         tiny_cmcr(seed=1, **{f"{n}_weight": 0.0 for n in ("point_nce", "orthogonality", "commitment",

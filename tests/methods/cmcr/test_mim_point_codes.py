@@ -31,11 +31,11 @@ def test_point_code_map_equals_a_per_pixel_mean_of_the_quantised_point_features(
     torch.testing.assert_close(got, expected)
 
 
-def test_mim_reaches_the_3d_network_only_with_point_codes():
-    batch = tiny_batch(seed=0)
+def test_mim_reaches_the_3d_network_only_with_point_codes(device):
+    batch = tiny_batch(seed=0).to(device)
     for on, expected in ((False, {"decoder", "specific_decoder", "mim_decoder"}),
                          (True, {"trunk", "final", "decoder", "specific_decoder", "mim_decoder"})):
-        method = tiny_cmcr(seed=0, mim_point_codes=on).train()
+        method = tiny_cmcr(seed=0, mim_point_codes=on).train().to(device)
         losses, _ = method(batch)
         named = groups(method)
         params = [p for group in named.values() for p in group]

@@ -20,8 +20,9 @@ def prepared_world(nosp_prepared_world: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_recipe(prepared_world: Path) -> FinetuneRecipe:
-    """Fine-tuning on the 3rd mini_train scene (skip 3 for fraction 0.01), 2 steps, batch 2."""
+def tiny_recipe(prepared_world: Path, device) -> FinetuneRecipe:
+    """Fine-tuning on the 3rd mini_train scene (skip 3 for fraction 0.01), 2 steps, batch 2, training and
+    evaluating on the test device (CMCR_TEST_DEVICE)."""
     base = FinetuneRecipe()
     return replace(
         base,
@@ -29,5 +30,5 @@ def tiny_recipe(prepared_world: Path) -> FinetuneRecipe:
         data=replace(base.data, path=str(prepared_world), train_split="mini_train", val_split="mini_val",
                      fraction_skips=(3, 2, 1, 1, 1), batch_size=2, eval_batch_size=2, num_workers=0),
         model=replace(base.model, **TINY),
-        train=replace(base.train, epochs=2, checkpoint_every=0, log_every=1, device="cpu"),
+        train=replace(base.train, epochs=2, checkpoint_every=0, log_every=1, device=str(device)),
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support import RECIPES
 
-__all__ = ["RECIPES"]  # the tests here import it from this conftest
+__all__ = ["RECIPES", "TINY"]  # the tests here import them from this conftest
 
 # A very small student, small crops and few matches: a step takes well under a second on one core.
 TINY = [
@@ -23,5 +23,6 @@ TINY = [
 
 
 @pytest.fixture
-def tiny_sets(prepared_world: Path) -> list[str]:
-    return [f"data.path={prepared_world}", *TINY]
+def tiny_sets(prepared_world: Path, device) -> list[str]:
+    """The tiny settings on the shared prepared world, training on the test device (CMCR_TEST_DEVICE)."""
+    return [f"data.path={prepared_world}", *TINY, f"train.device={device}"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cmcr_core.engine.checkpoint import load_checkpoint
 
-from .conftest import RECIPES
+from .conftest import RECIPES, TINY
 
 HERE = Path(__file__).parent
 
@@ -22,9 +22,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_gloo_ranks_finish_with_identical_weights_after_every_step(tiny_sets, tmp_path):
+def test_two_gloo_ranks_finish_with_identical_weights_after_every_step(prepared_world, tmp_path):
     out = tmp_path / "ddp"
-    sets = [*tiny_sets, "train.max_steps=3", "train.device=cpu", "data.batch_size=2"]
+    sets = [f"data.path={prepared_world}", *TINY, "train.max_steps=3", "train.device=cpu",
+            "data.batch_size=2"]
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
