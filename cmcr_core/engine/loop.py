@@ -255,7 +255,10 @@ def train(
                 pos = replace(pos, step=pos.step + 1, position=pos.position + 1)
                 now = time.perf_counter()
                 elapsed, duration, tick = elapsed + now - tick, now - tick, now
-                extra = step_callback(pos.step, method) if step_callback is not None else None
+                extra = None
+                if step_callback is not None:  # e.g. validation: not training time, so not in samples_per_s
+                    extra = step_callback(pos.step, method)
+                    tick += time.perf_counter() - now
                 record = _record(pos, optimizer, list(losses), values, elapsed, duration, grad_norm)
                 if skipped:
                     record[SKIPPED] = skipped

@@ -1,9 +1,10 @@
 """Training metrics: a JSON-lines log and a live display that degrades to log lines without a TTY.
 
 ``metrics.jsonl`` holds one JSON object per logged step: ``step``, ``epoch``, ``lr``, every loss term,
-``total``, ``time`` (seconds of training so far, across resumes), ``samples_per_s``, ``grad_norm`` (with
-clipping), the method's extra metrics, what the workflow's step callback adds (e.g. validation scores)
-and ``skipped_samples`` (damaged samples left out so far, once there is one).
+``total``, ``time`` (seconds of training so far, across resumes; the time of the workflow's step
+callback, e.g. a validation, is left out), ``samples_per_s``, ``grad_norm`` (with clipping), the method's
+extra metrics, what the step callback adds (e.g. validation scores) and ``skipped_samples`` (damaged
+samples left out so far, once there is one).
 
 ``TensorBoardLog`` writes the same records as TensorBoard event files: every numeric value of a record
 is a scalar whose tag is its key and whose step is the record's ``step``, stored in double precision, so

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
+import pytest
 from rich.console import Console
 
 from cmcr_core.engine.monitor import MetricsLog, ProgressDisplay, format_duration, read_metrics
@@ -49,3 +50,29 @@ def test_metrics_log_truncates_records_after_the_resumed_step(tmp_path):
     assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
     MetricsLog(path).close()  # a fresh run starts a fresh log
     assert read_metrics(path) == []
+
+
+def test_tensorboard_log_holds_the_records_and_a_resume_replaces_the_steps_after_it(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    from cmcr_core.engine.monitor import TensorBoardLog
+
+    def write(log: TensorBoardLog, steps: range, offset: float) -> None:
+        for step in steps:
+            log.write({"step": step, "total": offset + step / 3, "val_miou": None, "flag": True})
+        log.close()
+
+    folder = tmp_path / "tensorboard"
+    write(TensorBoardLog(folder), range(1, 5), 0.0)
+    write(TensorBoardLog(folder, resume_step=2), range(3, 5), 10.0)  # steps 3, 4 logged again
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    events.Reload()
+    assert events.Tags()["tensors"] == ["total"]  # None and booleans are not scalars
+    logged = {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors("total")}
+    assert logged == {1: 1 / 3, 2: 2 / 3, 3: 10 + 3 / 3, 4: 10 + 4 / 3}  # double precision, as in the JSON
+    write(TensorBoardLog(folder), range(1, 2), 5.0)  # a fresh start deletes the earlier event files
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    events.Reload()
+    assert {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors("total")} == {1: 5 + 1 / 3}
