@@ -39,10 +39,13 @@ def _read_json(path: Path) -> Any:
             from error
 
 
+METHOD_NAMES = {"cmcr": "CMCR", "ppkt": "PPKT", "slidr": "SLidR"}  # as the papers write them
+
+
 def _pretraining_of(name: str) -> str:
     for model, method, teacher in PRETRAINED:
         if model == name:
-            return f"{method.upper()} from the {TEACHER_LABELS[teacher]}"
+            return f"{METHOD_NAMES.get(method, method)} from the {TEACHER_LABELS[teacher]}"
     return "none (random initialisation)"
 
 

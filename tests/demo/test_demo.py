@@ -224,3 +224,11 @@ def test_report_compares_the_methods(quick_demo: Path) -> None:
              for m in ("cmcr_semantic", "ppkt_semantic")}
     delta = report["cmcr_vs_methods"]["probe"]["ppkt_semantic"]["delta"]
     assert delta == pytest.approx(probe["cmcr_semantic"] - probe["ppkt_semantic"])
+
+
+def test_methods_are_named_as_their_papers_write_them() -> None:
+    labels = {name: demo_report._pretraining_of(name) for name in demo_report.MODELS}
+    assert labels["slidr_semantic"] == "SLidR from the semantic teacher"
+    assert labels["ppkt_random"] == "PPKT from the random ResNet-18"
+    assert labels["cmcr_semantic"] == "CMCR from the semantic teacher"
+    assert labels["random_init"] == "none (random initialisation)"
