@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
+
+from cmcr_core.ops.progress import format_duration
 
 __all__ = ["TENSORBOARD_DIR", "MetricsLog", "ProgressDisplay", "TensorBoardLog", "format_duration",
            "read_metrics"]
@@ -31,15 +32,6 @@ TENSORBOARD_INSTALL = 'pip install "cmcr[tb]"'
 
 
 logger = logging.getLogger(__name__)
-
-
-def format_duration(seconds: float) -> str:
-    """``h:mm:ss`` (or ``--:--`` when unknown)."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "--:--"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

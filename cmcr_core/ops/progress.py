@@ -17,13 +17,14 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["ProgressBar", "progress_bar", "track"]
+__all__ = ["ProgressBar", "format_duration", "progress_bar", "track"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` (or ``--:--`` when unknown)."""
     if not math.isfinite(seconds) or seconds < 0:
         return "--:--"
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -84,11 +85,11 @@ class ProgressBar:
         elapsed = time.perf_counter() - self._started
         rate = self.done / elapsed if elapsed > 0 else float("nan")
         if final:
-            logger.info("%s: %d %s in %s", self.label, self.done, self.unit, _duration(elapsed))
+            logger.info("%s: %d %s in %s", self.label, self.done, self.unit, format_duration(elapsed))
         elif self.total:
             eta = (self.total - self.done) / rate if rate > 0 else float("nan")
             logger.info("%s: %d/%d %s (%d %%), %.2f %s/s, eta %s", self.label, self.done, self.total,
-                        self.unit, 100 * self.done // self.total, rate, self.unit, _duration(eta))
+                        self.unit, 100 * self.done // self.total, rate, self.unit, format_duration(eta))
 
     def close(self) -> None:
         """End the stage: the terminal bar disappears; the log gets a closing line."""
