@@ -22,6 +22,7 @@ from support.hf import clip_dir, dinov2_dir  # noqa: E402, F401
 from support.objects import objects_root, pretrain_run, runner, small_objects  # noqa: E402, F401
 from support.pretraining import runs  # noqa: E402, F401
 from support.teacher import trained  # noqa: E402, F401
+from support.threads import one_thread  # noqa: E402, F401
 
 # The test machines have 2 cores; CMCR_TEST_THREADS=1 avoids oversubscription when other jobs share them.
 torch.set_num_threads(int(os.environ.get("CMCR_TEST_THREADS", "2")))

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -14,9 +13,5 @@ if str(HERE) not in sys.path:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine's 2 cores are shared with other jobs: keep these tests single-threaded."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this folder on one torch thread (support/threads.py)."""

@@ -19,13 +19,7 @@ from cmcr_core.eval.structure import (
     uniformity_sampled,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randn(n: int, d: int, seed: int) -> torch.Tensor:

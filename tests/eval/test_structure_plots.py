@@ -15,13 +15,7 @@ from cmcr_core.eval.plots import (
 )
 from cmcr_core.eval.zeroshot import NUSCENES_CLASSES
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _assert_png(path, min_width: int, min_height: int) -> None:

@@ -18,13 +18,7 @@ from cmcr_core.eval.toy import (
 )
 from cmcr_core.runs.toy import run_toy_experiment
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mean_resultant_length(kappa: float) -> float:

@@ -5,20 +5,13 @@ from __future__ import annotations
 import sys
 
 import pytest
-import torch
 from PIL import Image
 
 from cmcr_core.eval.plots import plot_toy_curves, plot_toy_spheres
 from cmcr_core.eval.toy import ToyConfig
 from cmcr_core.runs.toy import run_toy_experiment
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ from cmcr_core.eval.zeroshot import (
     zero_shot_predict,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _clusters(num_classes: int, per_class: int, dim: int, noise: float, seed: int):

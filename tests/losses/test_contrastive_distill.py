@@ -10,13 +10,7 @@ import torch
 
 from cmcr_core.losses.contrastive_distill import contrastive_distill_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _naive(k: torch.Tensor, q: torch.Tensor, tau: float) -> float:

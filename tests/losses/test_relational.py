@@ -9,13 +9,7 @@ import torch
 from cmcr_core.losses.relational import relational_loss
 from cmcr_core.losses.similarity import similarity_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(n: int, d: int, seed: int, device="cpu", dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:

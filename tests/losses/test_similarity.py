@@ -9,13 +9,7 @@ import torch
 
 from cmcr_core.losses.similarity import similarity_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_matches_naive_loop(device):

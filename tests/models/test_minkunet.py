@@ -13,13 +13,7 @@ import torch.nn.functional as F
 from cmcr_core.models.minkunet import MinkUNet34C, MinkUNetTrunk
 from cmcr_core.sparse import SparseTensor
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

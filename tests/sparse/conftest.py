@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 HERE = Path(__file__).resolve().parent
 for path in (HERE, HERE.parents[1] / "benchmarks"):
@@ -15,12 +14,8 @@ for path in (HERE, HERE.parents[1] / "benchmarks"):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine's 2 cores are shared with other jobs: keep these tests single-threaded."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this folder on one torch thread (support/threads.py)."""
 
 
 @pytest.fixture(scope="session")
