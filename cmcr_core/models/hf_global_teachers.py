@@ -28,7 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from cmcr_core.models.frozen_teacher import FrozenTeacher, TeacherInfo
-from cmcr_core.models.hf_teachers import HF_CHECKPOINT_FORMAT, local_model_dir, require_transformers
+from cmcr_core.models.hf_teachers import (
+    HF_CHECKPOINT_FORMAT,
+    load_clip_model,
+    local_model_dir,
+    require_transformers,
+)
 from cmcr_core.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["GLOBAL_TEACHER_ARCHS", "ClipImageEmbedder", "VitPreLogits", "load_global_teacher"]
@@ -92,9 +97,7 @@ class ClipImageEmbedder(_GlobalEncoder):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        transformers = require_transformers()
-        directory = local_model_dir(path, "hf_clip")
-        model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True)
+        model, _ = load_clip_model(path, "hf_clip")
         self.vision, self.projection = model.vision_model, model.visual_projection
         self.out_channels = int(model.config.projection_dim)
         self._setup(path)

@@ -55,6 +55,7 @@ __all__ = [
     "HFNotInstalledError",
     "build_hf_encoder",
     "encode_clip_texts",
+    "load_clip_model",
     "load_hf_teacher",
 ]
 
@@ -89,6 +90,13 @@ def local_model_dir(path: str | Path, what: str) -> Path:
             "are never downloaded — save the model there with save_pretrained first"
         )
     return directory
+
+
+def load_clip_model(path: str | Path, what: str) -> tuple[Any, Path]:
+    """A ``CLIPModel`` from a local ``save_pretrained`` directory (never downloaded), and that directory."""
+    transformers = require_transformers()
+    directory = local_model_dir(path, what)
+    return transformers.CLIPModel.from_pretrained(directory, local_files_only=True), directory
 
 
 def _preprocessing(directory: Path, default_mean: Sequence[float], default_std: Sequence[float]
@@ -138,9 +146,7 @@ class ClipDenseEncoder(_PatchGridEncoder):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        transformers = require_transformers()
-        directory = local_model_dir(path, "hf_clip")
-        model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True)
+        model, directory = load_clip_model(path, "hf_clip")
         self.path = str(path)
         self.vision = model.vision_model
         self.projection = model.visual_projection
@@ -263,10 +269,9 @@ def encode_clip_texts(
     Returns:
         (N, D) float32 unnormalised embeddings.
     """
-    transformers = require_transformers()
-    directory = local_model_dir(path, "CLIP text encoder")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    model = transformers.CLIPModel.from_pretrained(directory, local_files_only=True).to(device).eval()
+    model, directory = load_clip_model(path, "CLIP text encoder")
+    model = model.to(device).eval()
+    tokenizer = require_transformers().AutoTokenizer.from_pretrained(directory, local_files_only=True)
     flat = list(texts)
     max_length = int(model.config.text_config.max_position_embeddings)
     chunks = []
