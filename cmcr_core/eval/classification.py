@@ -44,15 +44,21 @@ def extract_global_features(
     kinds = {"svm": svm_features, "tokens": token_features, "finetune": finetune_features}
     if kind not in kinds:
         raise ValueError(f"feature kind must be one of {sorted(kinds)}, got {kind!r}")
+    return _encode_in_batches(encoder, points, batch_size, kinds[kind])
+
+
+def _encode_in_batches(encoder: ReConEncoder, points: Tensor, batch_size: int,
+                       head: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """``head(queries, tokens)`` of every cloud, ``batch_size`` clouds per pass, the encoder in eval mode
+    (its mode restored after)."""
     was_training = encoder.training
     encoder.eval()
-    feats = []
+    out = []
     for start in range(0, points.shape[0], batch_size):
         neighbourhoods, centres = encoder.group(points[start : start + batch_size])
-        queries, tokens = encoder(neighbourhoods, centres, mask=None)
-        feats.append(kinds[kind](queries, tokens))
+        out.append(head(*encoder(neighbourhoods, centres, mask=None)))
     encoder.train(was_training)
-    return torch.cat(feats)
+    return torch.cat(out)
 
 
 def overall_accuracy(logits_or_pred: Tensor, labels: Tensor) -> float:
@@ -150,17 +156,13 @@ def zero_shot_features(
     """
     if feature not in ZERO_SHOT_FEATURES:
         raise ValueError(f"zero-shot feature must be one of {ZERO_SHOT_FEATURES}, got {feature!r}")
-    was_training = encoder.training
-    encoder.eval()
-    out = []
-    for start in range(0, points.shape[0], batch_size):
-        neighbourhoods, centres = encoder.group(points[start : start + batch_size])
-        queries, _ = encoder(neighbourhoods, centres, mask=None)
+
+    def head(queries: Tensor, _tokens: Tensor) -> Tensor:
         text = text_proj(queries[:, 2]) if feature in ("full", "text") else None
         image = img_proj(queries[:, 1]) if feature in ("full", "image") else None
-        out.append(image if text is None else text if image is None else ratio * text + image)
-    encoder.train(was_training)
-    return torch.cat(out)
+        return image if text is None else text if image is None else ratio * text + image
+
+    return _encode_in_batches(encoder, points, batch_size, head)
 
 
 def class_prompt_sum(embeddings: Tensor) -> Tensor:
