@@ -14,6 +14,7 @@ from typing import Any
 
 from cmcr_core import __version__, config
 from cmcr_core.config import RECIPE_KINDS, RecipeError
+from cmcr_core.ops.sizes import parse_size
 
 __all__ = [
     "RECIPE_KINDS",
@@ -366,21 +367,6 @@ def parse_image_size(text: str) -> tuple[int, int]:
     return parse(text)
 
 
-def parse_size(text: str, option: str, square: bool = False) -> tuple[int, int]:
-    """A size option: "WIDTHxHEIGHT" -> (width, height), both >= 1; with `square`, also "N" for NxN, and
-    the two sides must be equal. A ValueError names the option and the form it takes."""
-    form = "N or NxN (square)" if square else "WIDTHxHEIGHT, e.g. 416x224"
-    parts = text.lower().split("x")
-    if square and len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
-        raise ValueError(f"{option} takes {form}, got {text!r}")
-    width, height = (int(p) for p in parts)
-    if square and width != height:
-        raise ValueError(f"{option} takes {form} (the object renders are square), got {text!r}")
-    return width, height
-
-
 def write_synthetic_world(out: str | Path, scenes: int, samples_per_scene: int, seed: int,
                           image_size: tuple[int, int], overwrite: bool = False, workers: int = 1,
                           progress: Callable[[int, int], None] | None = None) -> Any:
@@ -396,12 +382,7 @@ def plan_nuscenes(dataroot: str | Path, version: str, out: str | Path, overwrite
     folder resumes; ``overwrite`` deletes it and starts again)."""
     from cmcr_core.runs.prepare import plan_nuscenes as plan
 
-    if overwrite and options.get("shard", "0/1") != "0/1":
-        raise ValueError("--overwrite deletes the whole prepared folder, which the other --shard jobs share: "
-                         "remove the folder once before launching them instead")
-    if overwrite:
-        _claim(out, overwrite)
-    return plan(dataroot, version, out, **options)
+    return plan(dataroot, version, out, overwrite=overwrite, **options)
 
 
 def prepare_nuscenes(plan: Any, workers: int = 1, progress: Callable[[int], None] | None = None) -> Any:
@@ -425,8 +406,6 @@ def verify_prepared(data: str | Path, retry_failed: bool = False, dataroot: str 
     folder was prepared from) and checked again. The result's ``damaged`` says whether damage is left."""
     from cmcr_core.runs.prepare import verify_data
 
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
     return verify_data(data, retry_failed, dataroot, workers)
 
 
@@ -443,9 +422,7 @@ def prepare_kitti(root: str | Path, out: str | Path, overwrite: bool = False) ->
     deletes it and starts again); returns the ``Report``."""
     from cmcr_core.runs.prepare import prepare_kitti as prepare
 
-    if overwrite:
-        _claim(out, overwrite)
-    return prepare(root, out)
+    return prepare(root, out, overwrite)
 
 
 def write_synthetic_objects(out: str | Path, overwrite: bool = False, **options: Any) -> Any:
@@ -453,15 +430,12 @@ def write_synthetic_objects(out: str | Path, overwrite: bool = False, **options:
     replaced only with ``overwrite``."""
     from cmcr_core.runs.prepare import write_synthetic_objects as write
 
-    _claim(out, overwrite)
-    return write(out, **options)
+    return write(out, overwrite=overwrite, **options)
 
 
 def prepare_object_targets(root: str | Path, out: str | Path, overwrite: bool = False, **options: Any) -> Any:
     """`cmcr prepare objects`: ReCon teacher targets written to `out` (a .npz, or OUT/teacher_targets.npz);
     an existing targets file is replaced only with ``overwrite``; returns the ``Report``."""
-    from cmcr_core.runs.prepare import TARGETS_FILE
     from cmcr_core.runs.prepare import prepare_object_targets as prepare
 
-    _claim(Path(out) if Path(out).suffix == ".npz" else Path(out) / TARGETS_FILE, overwrite)
-    return prepare(root, out, **options)
+    return prepare(root, out, overwrite, **options)

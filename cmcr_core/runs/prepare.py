@@ -24,6 +24,7 @@ from cmcr_core.data.synthetic import WorldSummary, write_nuscenes_world
 from cmcr_core.ops.progress import progress_bar
 from cmcr_core.runs.object_teachers import write_teacher_targets
 from cmcr_core.runs.report import Line, Report, Table
+from cmcr_core.runs.run_folder import claim_output
 
 __all__ = [
     "NUSCENES_VERSIONS",
@@ -73,10 +74,14 @@ def write_synthetic_world(out: str | Path, scenes: int, samples_per_scene: int, 
 
 def plan_nuscenes(dataroot: str | Path, version: str, out: str | Path, workers: int = 1, shard: str = "0/1",
                   superpixels: str = "slic", superpixel_scale: float | None = None,
-                  samples_per_shard: int = prep.DEFAULT_SAMPLES_PER_SHARD, retry_failed: bool = False
-                  ) -> prep.PreparePlan:
+                  samples_per_shard: int = prep.DEFAULT_SAMPLES_PER_SHARD, retry_failed: bool = False,
+                  overwrite: bool = False) -> prep.PreparePlan:
     """`cmcr prepare nuscenes`: check the options and plan this job's shards (``prep.run_prepare`` builds
-    them). Raises ValueError naming the option at fault."""
+    them). An existing prepared folder resumes; ``overwrite`` deletes it and starts again (not with several
+    --shard jobs, which share it). Raises ValueError naming the option at fault."""
+    if overwrite and shard != "0/1":
+        raise ValueError("--overwrite deletes the whole prepared folder, which the other --shard jobs share: "
+                         "remove the folder once before launching them instead")
     if version not in NUSCENES_VERSIONS:
         raise ValueError(f"--version must be one of {', '.join(NUSCENES_VERSIONS)}, got {version!r}")
     if workers < 1:
@@ -85,6 +90,8 @@ def plan_nuscenes(dataroot: str | Path, version: str, out: str | Path, workers: 
     scale = prep.DEFAULT_SUPERPIXEL_SCALE if superpixel_scale is None else superpixel_scale
     options = prep.PrepareOptions(superpixels=superpixels, slic=SlicParams(scale=scale),
                                   samples_per_shard=samples_per_shard)
+    if overwrite:
+        claim_output(out, overwrite)
     return prep.plan_prepare(dataroot, version, out, options, job=job, retry_failed=retry_failed)
 
 
@@ -98,8 +105,11 @@ def write_synthetic_kitti(root: str | Path, sequences: Sequence[str], scans_per_
                         f"scan) to {root}/sequences"),))
 
 
-def prepare_kitti(root: str | Path, out: str | Path) -> Report:
-    """`cmcr prepare semantickitti`: per-sequence HDF5 shards of the scans under `root`."""
+def prepare_kitti(root: str | Path, out: str | Path, overwrite: bool = False) -> Report:
+    """`cmcr prepare semantickitti`: per-sequence HDF5 shards of the scans under `root` (an existing
+    prepared folder resumes; ``overwrite`` deletes it and starts again)."""
+    if overwrite:
+        claim_output(out, overwrite)
     report = prepare_semantickitti(root, out)
     return Report((Line(f"sequences prepared: {', '.join(report.written) or 'none'}; kept from an earlier "
                         f"run: {', '.join(report.kept) or 'none'}; index: {report.index_path}"),))
@@ -107,14 +117,16 @@ def prepare_kitti(root: str | Path, out: str | Path) -> Report:
 
 def write_synthetic_objects(out: str | Path, train_per_class: int, test_per_class: int, points: int,
                             seed: int, render_size: int, classes: str = "basic", pretrain_per_class: int = 0,
-                            scans: bool = False) -> tuple[dict[str, Any], Report]:
-    """`cmcr prepare objects --synthetic`: objects in every layout under `out` (a folder, not a .npz);
-    `classes` names a class set of ``cmcr_core.data.objects.synthetic.CLASS_SETS``; `pretrain_per_class`
-    and `scans` as ``write_synthetic_object_datasets``."""
+                            scans: bool = False, overwrite: bool = False) -> tuple[dict[str, Any], Report]:
+    """`cmcr prepare objects --synthetic`: objects in every layout under `out` (a folder, not a .npz;
+    objects already there are replaced only with ``overwrite``); `classes` names a class set of
+    ``cmcr_core.data.objects.synthetic.CLASS_SETS``; `pretrain_per_class` and `scans` as
+    ``write_synthetic_object_datasets``."""
     if Path(out).suffix == ".npz":
         raise ValueError(f"--synthetic writes a folder; --out {out} looks like a targets file")
     if classes not in CLASS_SETS:
         raise ValueError(f"--classes must be one of {', '.join(CLASS_SETS)}, got {classes!r}")
+    claim_output(out, overwrite)
     try:
         layout = write_synthetic_object_datasets(out, train_per_class, test_per_class, points, seed,
                                                  image_size=render_size, classes=CLASS_SETS[classes],
@@ -125,12 +137,15 @@ def write_synthetic_objects(out: str | Path, train_per_class: int, test_per_clas
     return layout, Report((Line(f"wrote synthetic objects: {written}"),))
 
 
-def prepare_object_targets(root: str | Path, out: str | Path, **options: Any) -> Report:
+def prepare_object_targets(root: str | Path, out: str | Path, overwrite: bool = False,
+                           **options: Any) -> Report:
     """`cmcr prepare objects`: ReCon teacher targets for the ShapeNet-55 objects under `root`, written to
-    `out` (a .npz, or `out/teacher_targets.npz`); ``cmcr_core.runs.object_teachers.write_teacher_targets``
-    names the options (image teacher, text source, views, sizes, seed, device)."""
-    out = Path(out)
-    return write_teacher_targets(root, out if out.suffix == ".npz" else out / TARGETS_FILE, **options)
+    `out` (a .npz, or `out/teacher_targets.npz`; an existing targets file is replaced only with
+    ``overwrite``); ``cmcr_core.runs.object_teachers.write_teacher_targets`` names the options (image
+    teacher, text source, views, sizes, seed, device)."""
+    target = Path(out) if Path(out).suffix == ".npz" else Path(out) / TARGETS_FILE
+    claim_output(target, overwrite)
+    return write_teacher_targets(root, target, **options)
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,8 @@ def verify_data(data: str | Path, retry_failed: bool = False, dataroot: str | Pa
     records) and check again."""
     from cmcr_core.data.verify import verify_prepared
 
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     found = verify_prepared(data)
     if not retry_failed or not found.to_rebuild:
         return VerifyRun(found)

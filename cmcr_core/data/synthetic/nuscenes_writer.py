@@ -38,6 +38,7 @@ from cmcr_core.data.synthetic.sensors import (
     sensor_to_world,
 )
 from cmcr_core.data.synthetic.shading import render_camera
+from cmcr_core.ops.sizes import parse_size
 
 SAMPLE_INTERVAL_US = 500_000
 """Keyframes at 2 Hz, as in nuScenes."""
@@ -71,13 +72,11 @@ class WorldSummary:
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
-    """Parse "WIDTHxHEIGHT" (e.g. "1600x900") into (width, height); ValueError names the bad value."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"image size {text!r} is not of the form WIDTHxHEIGHT, e.g. 1600x900")
-    width, height = (int(p) for p in parts)
-    _check_image_size((width, height))
-    return width, height
+    """Parse "WIDTHxHEIGHT" (e.g. "1600x900") into (width, height) of the cameras; ValueError names the bad
+    value."""
+    size = parse_size(text, "--image-size")
+    _check_image_size(size)
+    return size
 
 
 def _check_image_size(size: tuple[int, int]) -> None:
