@@ -90,8 +90,8 @@ def plan_nuscenes(dataroot: str | Path, version: str, out: str | Path, workers: 
     scale = prep.DEFAULT_SUPERPIXEL_SCALE if superpixel_scale is None else superpixel_scale
     options = prep.PrepareOptions(superpixels=superpixels, slic=SlicParams(scale=scale),
                                   samples_per_shard=samples_per_shard)
-    if overwrite:
-        claim_output(out, overwrite)
+    if overwrite:  # without it an existing prepared folder resumes
+        claim_output(out, overwrite=True)
     return prep.plan_prepare(dataroot, version, out, options, job=job, retry_failed=retry_failed)
 
 
@@ -108,8 +108,8 @@ def write_synthetic_kitti(root: str | Path, sequences: Sequence[str], scans_per_
 def prepare_kitti(root: str | Path, out: str | Path, overwrite: bool = False) -> Report:
     """`cmcr prepare semantickitti`: per-sequence HDF5 shards of the scans under `root` (an existing
     prepared folder resumes; ``overwrite`` deletes it and starts again)."""
-    if overwrite:
-        claim_output(out, overwrite)
+    if overwrite:  # without it an existing prepared folder resumes
+        claim_output(out, overwrite=True)
     report = prepare_semantickitti(root, out)
     return Report((Line(f"sequences prepared: {', '.join(report.written) or 'none'}; kept from an earlier "
                         f"run: {', '.join(report.kept) or 'none'}; index: {report.index_path}"),))
